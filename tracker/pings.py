@@ -1,0 +1,245 @@
+"""Ping model, frame parsing and validation: the pure front of the ingest path.
+
+A frame is the text of one WebSocket message or one ``POST /v1/pings`` body:
+either one ping object or ``{"pings": [...]}``. Parsing never raises on bad
+pings: each invalid ping becomes a rejection that names the field, the value
+and the rule, and the valid pings beside it go on to the store.
+
+Rules for a ping (``t`` in Unix seconds, ``lat``/``lon`` in WGS84 degrees):
+
+- ``t``, ``lat`` and ``lon`` are required finite numbers (not strings, not
+  booleans); optional ``acc``, ``spd``, ``hdg``, ``bat`` and ``alt`` are
+  finite numbers or null;
+- ``lat`` within -90..90, ``lon`` within -180..180, and not both exactly 0
+  (the "null island" fix that receivers send when they have no fix);
+- ``t`` above 1e11 is a millisecond clock and rejected; ``t`` before
+  2000-01-01 is a unit mistake or an unset clock and rejected; ``t`` more
+  than ``max_future_s`` ahead of the server clock is rejected; ``t`` older
+  than the history retention is rejected, since it would be trimmed at once;
+- ``acc`` >= 0 m, ``spd`` >= 0 m/s, ``hdg`` within 0..360 degrees, ``bat``
+  within 0..1;
+- a heading sent with a speed below 0.5 m/s is dropped: receivers report
+  a stale or zero bearing when standing still.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+MAX_BATCH_PINGS = 10_000
+MILLISECONDS_THRESHOLD_T = 1e11  # 5138-11-16 in seconds; 1973-03-03 in ms
+EARLIEST_T = 946_684_800.0  # 2000-01-01T00:00:00Z
+STANDING_SPEED_MPS = 0.5
+
+_OPTIONAL_FIELDS = ("acc", "spd", "hdg", "bat", "alt")
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """One accepted fix of a device; units: s, degrees, m, m/s, 0..1."""
+
+    t: float
+    lat: float
+    lon: float
+    acc: float | None = None
+    spd: float | None = None
+    hdg: float | None = None
+    bat: float | None = None
+    alt: float | None = None
+
+    def to_json(self) -> bytes:
+        """Serialize compactly, leaving out absent optional fields."""
+        body: dict[str, float] = {"t": self.t, "lat": self.lat, "lon": self.lon}
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        return orjson.dumps(body)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Ping:
+        """Rebuild a ping stored by :meth:`to_json`."""
+        body = orjson.loads(raw)
+        return cls(**body)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A ping that failed validation, by its index in the frame."""
+
+    index: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFrame:
+    """The valid pings of a frame in frame order, and the rejected ones."""
+
+    pings: list[tuple[int, Ping]]
+    rejected: list[Rejection]
+
+
+class FrameError(ValueError):
+    """The frame as a whole is unusable: bad JSON, or an unknown shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRules:
+    """Server clock and limits that a ping's ``t`` is checked against."""
+
+    now: float
+    max_future_s: float = 60.0
+    history_s: float = 7 * 86400.0
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f"{value!r} (a string)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    return repr(value)
+
+
+def _number(ping: dict[str, Any], name: str, required: bool) -> float | None:
+    """Return the field as a finite float, None when absent, or raise ValueError."""
+    value = ping.get(name)
+    if value is None:
+        if required:
+            if name in ping:
+                raise ValueError(f"{name} must be a finite number, got null")
+            raise ValueError(f"{name} is missing")
+        return None
+    if type(value) is float or type(value) is int:  # bool is not a number here
+        number = float(value)
+        if math.isfinite(number):
+            return number
+        raise ValueError(f"{name} must be a finite number, got {number}")
+    raise ValueError(f"{name} must be a finite number, got {_describe(value)}")
+
+
+def _check_t(t: float, rules: TimeRules) -> None:
+    if t > MILLISECONDS_THRESHOLD_T:
+        raise ValueError(
+            f"t must be Unix seconds, got {t:.0f}, which looks like milliseconds"
+        )
+    if t < EARLIEST_T:
+        raise ValueError(
+            f"t must be after 2000-01-01 ({EARLIEST_T:.0f}), got {t}; "
+            "send Unix seconds"
+        )
+    ahead_s = t - rules.now
+    if ahead_s > rules.max_future_s:
+        raise ValueError(
+            f"t must be at most {rules.max_future_s:.0f} s ahead of the server "
+            f"clock, got {t} ({ahead_s:.0f} s ahead)"
+        )
+    if rules.now - t > rules.history_s:
+        raise ValueError(
+            f"t must be within the {rules.history_s / 86400:g}-day history "
+            f"window, got {t} ({(rules.now - t) / 86400:.1f} days old)"
+        )
+
+
+def validate_ping(raw: Any, rules: TimeRules) -> Ping:
+    """Check one decoded ping against the rules of this module.
+
+    Raises
+    ------
+    ValueError
+        With a message that names the field, the value and the rule.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"ping must be a JSON object, got {_describe(raw)}")
+    t = _number(raw, "t", True)
+    lat = _number(raw, "lat", True)
+    lon = _number(raw, "lon", True)
+    assert t is not None and lat is not None and lon is not None
+    if not -90.0 <= lat <= 90.0:
+        raise ValueError(f"lat must be within -90..90, got {lat}")
+    if not -180.0 <= lon <= 180.0:
+        raise ValueError(f"lon must be within -180..180, got {lon}")
+    if lat == 0.0 and lon == 0.0:
+        raise ValueError("lat and lon must not both be 0, which receivers send for no fix")
+    _check_t(t, rules)
+
+    acc = _number(raw, "acc", False)
+    if acc is not None and acc < 0:
+        raise ValueError(f"acc must be >= 0 m, got {acc}")
+    spd = _number(raw, "spd", False)
+    if spd is not None and spd < 0:
+        raise ValueError(f"spd must be >= 0 m/s, got {spd}")
+    hdg = _number(raw, "hdg", False)
+    if hdg is not None and not 0.0 <= hdg <= 360.0:
+        raise ValueError(f"hdg must be within 0..360 degrees, got {hdg}")
+    bat = _number(raw, "bat", False)
+    if bat is not None and not 0.0 <= bat <= 1.0:
+        raise ValueError(f"bat must be within 0..1, got {bat}")
+    alt = _number(raw, "alt", False)
+
+    if hdg is not None and spd is not None and spd < STANDING_SPEED_MPS:
+        hdg = None
+    return Ping(t, lat, lon, acc, spd, hdg, bat, alt)
+
+
+def decode_frame(text: str | bytes) -> Any:
+    """Decode a frame's JSON; raise :class:`FrameError` when it is not JSON.
+
+    orjson rejects the non-standard ``NaN`` and ``Infinity`` tokens, so the
+    standard library decoder gets a second try: the ping is then rejected
+    for its non-finite field, with the field named, and not as bad JSON.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            raise FrameError(f"invalid JSON: {fast_error}") from None
+
+
+def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:
+    """Split a frame into valid pings and per-ping rejections.
+
+    Raises
+    ------
+    FrameError
+        When the text is not JSON, the shape is neither a ping nor a batch,
+        or the batch is empty or contains more than ``MAX_BATCH_PINGS`` pings.
+    """
+    body = decode_frame(text)
+    if isinstance(body, dict) and "pings" in body:
+        items = body["pings"]
+        if not isinstance(items, list):
+            raise FrameError(f"pings must be a JSON array, got {_describe(items)}")
+        if not items:
+            raise FrameError("pings must contain at least one ping, got an empty array")
+        if len(items) > MAX_BATCH_PINGS:
+            raise FrameError(
+                f"pings must contain at most {MAX_BATCH_PINGS} pings, got "
+                f"{len(items)}; split the batch"
+            )
+    elif isinstance(body, dict) and not body.keys().isdisjoint(("t", "lat", "lon")):
+        items = [body]
+    else:
+        raise FrameError(
+            'frame must be a ping object or {"pings": [...]}, got '
+            f"{_describe(body)}"
+        )
+
+    pings: list[tuple[int, Ping]] = []
+    rejected: list[Rejection] = []
+    for index, item in enumerate(items):
+        try:
+            pings.append((index, validate_ping(item, rules)))
+        except ValueError as error:
+            rejected.append(Rejection(index, str(error)))
+    return ParsedFrame(pings, rejected)

@@ -1,0 +1,78 @@
+"""Settings of an enroute process, read once from flags and ``ENROUTE_*`` variables.
+
+Every knob lives here with its type, unit and default. Command-line flags
+override environment variables, which override the defaults below.
+
+=========================  ==========================  ===========================
+variable                   default                     meaning
+=========================  ==========================  ===========================
+ENROUTE_REDIS_URL          (unset: embedded server)    external Redis URL
+ENROUTE_DATA_DIR           ./.enroute                  embedded Redis socket, AOF
+ENROUTE_GRAPH              (bundled Helsinki extract)  road graph source
+ENROUTE_HOST               127.0.0.1                   HTTP bind address
+ENROUTE_PORT               8000                        HTTP port
+ENROUTE_WORKERS            1                           server processes
+ENROUTE_PUBLIC_URL         http://HOST:PORT            base of printed links
+ENROUTE_H3_RES             9                           position cell resolution
+ENROUTE_HISTORY_DAYS       7                           ping history retention
+ENROUTE_MAX_FUTURE_S       60                          fix-time tolerance ahead
+ENROUTE_MAX_SPEED_MPS      70                          jump filter speed limit
+ENROUTE_INGEST_RETRY_S     30                          store retry before error
+ENROUTE_TILE_URL           OpenStreetMap tiles         map tile template
+ENROUTE_SHARE_TTL_S        86400                       tracking link lifetime
+=========================  ==========================  ===========================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Map tiles for the web pages; the pages draw the graph's streets when these fail.
+DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; build one with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="ENROUTE_", extra="ignore")
+
+    redis_url: str | None = None
+    data_dir: Path = Path(".enroute")
+    graph: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    public_url: str | None = None
+
+    h3_res: int = Field(default=9, ge=5, le=12)
+    history_days: float = Field(default=7.0, gt=0)
+    max_future_s: float = Field(default=60.0, ge=0, le=86400)
+    max_speed_mps: float = Field(default=70.0, gt=0)
+    ingest_retry_s: float = Field(default=30.0, ge=0)
+    tile_url: str = DEFAULT_TILE_URL
+    share_ttl_s: float = Field(default=86400.0, gt=0)
+
+    # Advice sent to devices in every ack, seconds between pings.
+    interval_near_s: float = Field(default=5.0, gt=0)
+    interval_moving_s: float = Field(default=10.0, gt=0)
+    interval_idle_s: float = Field(default=60.0, gt=0)
+
+    @property
+    def history_s(self) -> float:
+        """Ping history retention in seconds."""
+        return self.history_days * 86400.0
+
+    def base_url(self) -> str:
+        """Return the URL printed in links, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once and apply flag values that are not None."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**given)  # type: ignore[arg-type]
