@@ -1,0 +1,520 @@
+"""Snap GPS pings to the nearest drivable road segment.
+
+A ping snaps to the nearest point on the nearest edge segment (not to the
+nearest node), found with a shapely STRtree over the street segments in
+projected metres. The result names the directed edge, the position along it
+as a fraction and as metres from its start, and the distance from the ping.
+
+A two-way street is two directed edges on one geometry. Without a usable
+heading both directions stay possible: `Snap.edge` is one of them and
+`Snap.reverse_edge` the other, and routing takes the faster. With a heading
+from a moving device (speed of at least 0.5 m/s) the direction that fits
+the heading is chosen; a stationary device's heading is ignored, because
+receivers report a heading of 0 while standing still.
+
+Every public function takes coordinates in the order (lat, lon), in degrees.
+A ping farther than ``max_distance_m`` from every road is off the network:
+`snap_point` returns None and logs a WARNING. A ping thousands of kilometres
+outside the graph's area gets a message that suggests a lat/lon swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from eta.errors import OffNetworkError
+from eta.geo import (
+    FloatArray,
+    IntArray,
+    angle_difference_deg,
+    bearing_deg,
+    check_latlon,
+    check_latlon_arrays,
+    haversine_m,
+)
+
+if TYPE_CHECKING:
+    from eta.graph import RoadGraph
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_DISTANCE_M = 200.0
+
+# Below this speed a device's heading is noise (often a constant 0).
+MIN_HEADING_SPEED_MPS = 0.5
+
+# With a usable heading, segments up to this much farther than the nearest
+# one are considered, so a divided road's carriageway that fits the heading
+# can win over the nearer one that does not.
+HEADING_SEARCH_SLACK_M = 20.0
+
+# Extra cost, in metres of snapping distance, of driving against the
+# heading; scaled linearly by the angle (half of it at 90 degrees).
+HEADING_PENALTY_M = 40.0
+
+# Positions this close to an edge's end are put exactly on the end node.
+NODE_TOLERANCE_M = 0.01
+
+# A point farther than this outside the graph's bounding box gets a hint
+# that lat and lon may be swapped, even if swapping does not land inside.
+SWAP_HINT_DISTANCE_M = 100_000.0
+
+METRES_PER_DEGREE_LAT = 111_320.0
+
+
+@dataclass(frozen=True)
+class Snap:
+    """A ping snapped onto a directed edge.
+
+    Attributes
+    ----------
+    lat, lon
+        The snapped point on the road, in degrees.
+    distance_m
+        Distance from the ping to the snapped point.
+    edge
+        Index of the directed edge.
+    reverse_edge
+        Index of the opposite-direction edge on the same geometry that the
+        vehicle may also take, or -1 (one-way street, or heading chose).
+    fraction
+        Position along ``edge`` from its start, 0..1.
+    offset_m
+        Position along ``edge`` from its start, in metres of the edge's
+        ``length_m``.
+    """
+
+    lat: float
+    lon: float
+    distance_m: float
+    edge: int
+    reverse_edge: int
+    fraction: float
+    offset_m: float
+
+
+@dataclass(frozen=True)
+class SnapArrays:
+    """Snaps of a batch of pings, one row per ping.
+
+    Off-network rows have ``edge == -1`` and NaN in the float fields, except
+    ``distance_m``, which holds the distance to the graph's bounding box for
+    pings outside it (NaN otherwise).
+    """
+
+    lat: FloatArray
+    lon: FloatArray
+    distance_m: FloatArray
+    edge: IntArray
+    reverse_edge: IntArray
+    fraction: FloatArray
+    offset_m: FloatArray
+    possible_swap: npt.NDArray[np.bool_]
+
+    @property
+    def off_network(self) -> npt.NDArray[np.bool_]:
+        """True for pings that did not snap."""
+        return np.asarray(self.edge < 0)
+
+    def __len__(self) -> int:
+        return int(self.edge.shape[0])
+
+    def row(self, index: int) -> Snap | None:
+        """Return one row as a `Snap`, or None when that ping is off the network."""
+        if self.edge[index] < 0:
+            return None
+        return Snap(
+            lat=float(self.lat[index]),
+            lon=float(self.lon[index]),
+            distance_m=float(self.distance_m[index]),
+            edge=int(self.edge[index]),
+            reverse_edge=int(self.reverse_edge[index]),
+            fraction=float(self.fraction[index]),
+            offset_m=float(self.offset_m[index]),
+        )
+
+
+class SegmentIndex:
+    """STRtree over the straight segments of each street's geometry.
+
+    Two-way streets are indexed once, through their lower-numbered edge.
+    """
+
+    def __init__(self, graph: RoadGraph) -> None:
+        streets = graph.street_edges
+        starts = graph.geom_offsets[streets]
+        counts = graph.geom_offsets[streets + 1] - starts - 1
+        # segment k of street edge e runs from point geom_offsets[e] + k to the next
+        self.edge = np.repeat(streets, counts)
+        first_of_edge = np.repeat(np.cumsum(counts) - counts, counts)
+        self.start = np.repeat(starts, counts) + np.arange(counts.sum()) - first_of_edge
+        self.ax = graph.geom_x[self.start]
+        self.ay = graph.geom_y[self.start]
+        self.dx = graph.geom_x[self.start + 1] - self.ax
+        self.dy = graph.geom_y[self.start + 1] - self.ay
+        self.length2 = self.dx**2 + self.dy**2
+        coords = np.stack(
+            [np.column_stack((self.ax, self.ay)), np.column_stack((self.ax + self.dx, self.ay + self.dy))],
+            axis=1,
+        )
+        self.tree = shapely.STRtree(shapely.linestrings(coords))
+
+    def __len__(self) -> int:
+        return int(self.edge.shape[0])
+
+    def project(self, segments: IntArray, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Return the clamped position 0..1 along each segment and the distance to it."""
+        length2 = self.length2[segments]
+        dot = (x - self.ax[segments]) * self.dx[segments] + (y - self.ay[segments]) * self.dy[segments]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.where(length2 > 0, dot / length2, 0.0)
+        t = np.clip(t, 0.0, 1.0)
+        foot_x = self.ax[segments] + t * self.dx[segments]
+        foot_y = self.ay[segments] + t * self.dy[segments]
+        return t, np.hypot(x - foot_x, y - foot_y)
+
+
+def usable_heading_deg(heading_deg: float | None, speed_mps: float | None) -> float | None:
+    """Return the heading if the device moves fast enough for it to mean anything.
+
+    Receivers often report a heading of 0 while standing still, so the
+    heading is dropped (None) when the speed is unknown or below 0.5 m/s.
+
+    Examples
+    --------
+    >>> usable_heading_deg(0.0, 0.0) is None
+    True
+    >>> usable_heading_deg(91.0, 4.2)
+    91.0
+    """
+    if heading_deg is None or speed_mps is None:
+        return None
+    if not (math.isfinite(heading_deg) and math.isfinite(speed_mps)):
+        return None
+    if speed_mps < MIN_HEADING_SPEED_MPS:
+        return None
+    return float(heading_deg) % 360.0
+
+
+def snap_point(
+    graph: RoadGraph,
+    lat: float,
+    lon: float,
+    *,
+    heading_deg: float | None = None,
+    speed_mps: float | None = None,
+    max_distance_m: float = DEFAULT_MAX_DISTANCE_M,
+) -> Snap | None:
+    """Snap one ping to the nearest drivable edge.
+
+    Parameters
+    ----------
+    graph
+        The road graph.
+    lat, lon
+        The ping in degrees, in this order.
+    heading_deg
+        Compass heading (0 = north, clockwise), used only when
+        ``speed_mps`` is at least 0.5.
+    speed_mps
+        Device speed in m/s.
+    max_distance_m
+        Pings farther than this from every road are off the network.
+
+    Returns
+    -------
+    Snap or None
+        None, with a WARNING log, when the ping is off the network.
+
+    Raises
+    ------
+    InvalidCoordinateError
+        If lat/lon are not finite or out of range.
+    """
+    check_latlon(lat, lon)
+    snaps = snap_points(
+        graph,
+        [lat],
+        [lon],
+        headings_deg=None if heading_deg is None else [heading_deg],
+        speeds_mps=None if speed_mps is None else [speed_mps],
+        max_distance_m=max_distance_m,
+        warn=False,
+    )
+    snap = snaps.row(0)
+    if snap is None:
+        message = off_network_message(graph, lat, lon, snaps.distance_m[0], max_distance_m)
+        logger.warning("%s", message)
+    return snap
+
+
+def snap_points(
+    graph: RoadGraph,
+    lats: npt.ArrayLike,
+    lons: npt.ArrayLike,
+    *,
+    headings_deg: npt.ArrayLike | None = None,
+    speeds_mps: npt.ArrayLike | None = None,
+    max_distance_m: float = DEFAULT_MAX_DISTANCE_M,
+    warn: bool = True,
+) -> SnapArrays:
+    """Snap a batch of pings to the nearest drivable edges.
+
+    Parameters
+    ----------
+    graph
+        The road graph.
+    lats, lons
+        Ping coordinates in degrees, in this order, as equal-length arrays.
+    headings_deg, speeds_mps
+        Optional per-ping heading and speed; NaN marks a missing value. A
+        heading is used only where the speed is at least 0.5 m/s.
+    max_distance_m
+        Pings farther than this from every road are off the network.
+    warn
+        Log one WARNING summarising off-network pings.
+
+    Returns
+    -------
+    SnapArrays
+        One row per ping; off-network rows have ``edge == -1``.
+
+    Raises
+    ------
+    InvalidCoordinateError
+        If any lat/lon is not finite or out of range; the message names the
+        first bad index.
+    """
+    if not (math.isfinite(max_distance_m) and max_distance_m > 0):
+        raise ValueError(f"max_distance_m must be a positive number, got {max_distance_m!r}")
+    lat, lon = check_latlon_arrays(lats, lons)
+    headings = _usable_headings(headings_deg, speeds_mps, len(lat))
+    out = _empty(len(lat))
+
+    # pings outside the graph's bounding box (plus the snapping distance)
+    # cannot snap; their distance to the box is kept for the message
+    outside, box_distance_m = _outside_bounds(graph, lat, lon, max_distance_m)
+    out.distance_m[outside] = box_distance_m[outside]
+    out.possible_swap[outside] = _swap_plausible(graph, lat[outside], lon[outside])
+    rows = np.flatnonzero(~outside)
+    if len(rows):
+        x, y = graph.project(lat[rows], lon[rows])
+        _snap_rows(graph, rows, x, y, headings[rows], max_distance_m, out)
+
+    if warn and out.off_network.any():
+        _warn_off_network(graph, lat, lon, out, max_distance_m)
+    return out
+
+
+def _usable_headings(
+    headings_deg: npt.ArrayLike | None, speeds_mps: npt.ArrayLike | None, n: int
+) -> FloatArray:
+    if headings_deg is None or speeds_mps is None:
+        return np.full(n, np.nan)
+    heading = np.broadcast_to(np.asarray(headings_deg, dtype=np.float64), (n,))
+    speed = np.broadcast_to(np.asarray(speeds_mps, dtype=np.float64), (n,))
+    usable = np.isfinite(heading) & np.isfinite(speed) & (speed >= MIN_HEADING_SPEED_MPS)
+    return np.where(usable, heading % 360.0, np.nan)
+
+
+def _empty(n: int) -> SnapArrays:
+    return SnapArrays(
+        lat=np.full(n, np.nan),
+        lon=np.full(n, np.nan),
+        distance_m=np.full(n, np.nan),
+        edge=np.full(n, -1, dtype=np.int64),
+        reverse_edge=np.full(n, -1, dtype=np.int64),
+        fraction=np.full(n, np.nan),
+        offset_m=np.full(n, np.nan),
+        possible_swap=np.zeros(n, dtype=bool),
+    )
+
+
+def _outside_bounds(
+    graph: RoadGraph, lat: FloatArray, lon: FloatArray, margin_m: float
+) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    south, west, north, east = graph.bounds
+    margin_lat = margin_m / METRES_PER_DEGREE_LAT
+    cos_lat = max(math.cos(math.radians(max(abs(south), abs(north)))), 1e-6)
+    margin_lon = margin_m / (METRES_PER_DEGREE_LAT * cos_lat)
+    outside = (
+        (lat < south - margin_lat)
+        | (lat > north + margin_lat)
+        | (lon < west - margin_lon)
+        | (lon > east + margin_lon)
+    )
+    distance_m = haversine_m(lat, lon, np.clip(lat, south, north), np.clip(lon, west, east))
+    return outside, distance_m
+
+
+def _swap_plausible(graph: RoadGraph, lat: FloatArray, lon: FloatArray) -> npt.NDArray[np.bool_]:
+    # the point with lat and lon exchanged lies inside the graph's box
+    south, west, north, east = graph.bounds
+    return np.asarray((lon >= south) & (lon <= north) & (lat >= west) & (lat <= east))
+
+
+def _snap_rows(
+    graph: RoadGraph,
+    rows: IntArray,
+    x: FloatArray,
+    y: FloatArray,
+    headings: FloatArray,
+    max_distance_m: float,
+    out: SnapArrays,
+) -> None:
+    index: SegmentIndex = graph.segment_index
+    points = shapely.points(x, y)
+
+    # nearest segment of every ping within the snapping distance
+    pairs = index.tree.query_nearest(points, max_distance=max_distance_m, all_matches=True)
+    local, segment = _best_per_input(index, pairs[0], pairs[1], x, y)
+    edge = index.edge[segment]
+    reverse = graph.edge_reverse[edge]
+    t, distance = index.project(segment, x[local], y[local])
+    forward = np.ones(len(local), dtype=bool)
+
+    # moving pings: re-choose among nearby segments and both directions
+    moving = np.isfinite(headings[local])
+    if moving.any():
+        chosen = _choose_by_heading(graph, index, points, x, y, headings, local[moving], distance[moving])
+        segment[moving], forward[moving] = chosen
+        edge = index.edge[segment]
+        t, distance = index.project(segment, x[local], y[local])
+        reverse = np.where(moving, -1, graph.edge_reverse[edge])
+
+    _fill(graph, index, rows[local], segment, t, distance, edge, reverse, forward, out)
+
+
+def _best_per_input(
+    index: SegmentIndex, inputs: IntArray, segments: IntArray, x: FloatArray, y: FloatArray
+) -> tuple[IntArray, IntArray]:
+    # among equally near segments, take the lowest-numbered for determinism
+    _, distance = index.project(segments, x[inputs], y[inputs])
+    order = np.lexsort((segments, distance, inputs))
+    inputs, segments = inputs[order], segments[order]
+    first = np.concatenate(([True], inputs[1:] != inputs[:-1])) if len(inputs) else np.zeros(0, bool)
+    return inputs[first], segments[first]
+
+
+def _choose_by_heading(
+    graph: RoadGraph,
+    index: SegmentIndex,
+    points: npt.NDArray[np.object_],
+    x: FloatArray,
+    y: FloatArray,
+    headings: FloatArray,
+    local: IntArray,
+    nearest_m: FloatArray,
+) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    pairs = index.tree.query(
+        points[local], predicate="dwithin", distance=nearest_m + HEADING_SEARCH_SLACK_M
+    )
+    inputs, segments = local[pairs[0]], pairs[1]
+    _, distance = index.project(segments, x[inputs], y[inputs])
+    bearing = bearing_deg(index.dx[segments], index.dy[segments])
+    two_way = graph.edge_reverse[index.edge[segments]] >= 0
+
+    # each candidate segment offers its forward direction, and the reverse
+    # direction when the street is two-way
+    cost_forward = distance + HEADING_PENALTY_M * angle_difference_deg(bearing, headings[inputs]) / 180
+    cost_reverse = np.where(
+        two_way,
+        distance + HEADING_PENALTY_M * angle_difference_deg(bearing + 180.0, headings[inputs]) / 180,
+        np.inf,
+    )
+    all_inputs = np.concatenate((inputs, inputs))
+    all_segments = np.concatenate((segments, segments))
+    all_forward = np.concatenate((np.ones(len(inputs), bool), np.zeros(len(inputs), bool)))
+    cost = np.concatenate((cost_forward, cost_reverse))
+    order = np.lexsort((all_segments, cost, all_inputs))
+    all_inputs = all_inputs[order]
+    first = np.concatenate(([True], all_inputs[1:] != all_inputs[:-1]))
+
+    # map back to the order of `local`
+    chosen_inputs = all_inputs[first]
+    position = np.searchsorted(chosen_inputs, local)
+    return all_segments[order][first][position], all_forward[order][first][position]
+
+
+def _fill(
+    graph: RoadGraph,
+    index: SegmentIndex,
+    rows: IntArray,
+    segment: IntArray,
+    t: FloatArray,
+    distance: FloatArray,
+    edge: IntArray,
+    reverse: IntArray,
+    forward: npt.NDArray[np.bool_],
+    out: SnapArrays,
+) -> None:
+    start = index.start[segment]
+    along_m = graph.geom_cum_m[start] + t * np.sqrt(index.length2[segment])
+    geom_length_m = graph.edge_geom_length_m[edge]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(geom_length_m > 0, along_m / geom_length_m, 0.0)
+    fraction = np.clip(fraction, 0.0, 1.0)
+    fraction = np.where(along_m <= NODE_TOLERANCE_M, 0.0, fraction)
+    fraction = np.where(geom_length_m - along_m <= NODE_TOLERANCE_M, 1.0, fraction)
+
+    # a heading against the indexed direction selects the twin edge
+    chosen_edge = np.where(forward, edge, graph.edge_reverse[edge])
+    fraction = np.where(forward, fraction, 1.0 - fraction)
+
+    out.edge[rows] = chosen_edge
+    out.reverse_edge[rows] = np.where(forward, reverse, -1)
+    out.fraction[rows] = fraction
+    out.offset_m[rows] = fraction * graph.edge_length_m[chosen_edge]
+    out.distance_m[rows] = distance
+    out.lat[rows] = graph.geom_lat[start] + t * (graph.geom_lat[start + 1] - graph.geom_lat[start])
+    out.lon[rows] = graph.geom_lon[start] + t * (graph.geom_lon[start + 1] - graph.geom_lon[start])
+
+
+def off_network_message(
+    graph: RoadGraph, lat: float, lon: float, distance_m: float, max_distance_m: float
+) -> str:
+    """Return the message for a point that did not snap, with a swap hint if plausible."""
+    south, west, north, east = graph.bounds
+    if math.isfinite(distance_m) and distance_m > max_distance_m:
+        where = f"{distance_m / 1000:,.1f} km outside the road graph's area"
+    else:
+        where = f"more than {max_distance_m:g} m from any drivable road"
+    message = f"point (lat={lat:.6f}, lon={lon:.6f}) is {where}"
+    swapped_inside = bool(_swap_plausible(graph, np.array([lat]), np.array([lon]))[0])
+    if swapped_inside or (math.isfinite(distance_m) and distance_m > SWAP_HINT_DISTANCE_M):
+        message += (
+            f" (south={south:.4f}, west={west:.4f}, north={north:.4f}, east={east:.4f}); "
+            "lat and lon may be swapped: coordinates are (lat, lon)"
+        )
+    return message
+
+
+def off_network_error(
+    graph: RoadGraph, lat: float, lon: float, distance_m: float, max_distance_m: float
+) -> OffNetworkError:
+    """Return an OffNetworkError for a point that did not snap."""
+    message = off_network_message(graph, lat, lon, distance_m, max_distance_m)
+    swapped = bool(_swap_plausible(graph, np.array([lat]), np.array([lon]))[0])
+    known = distance_m if math.isfinite(distance_m) else None
+    return OffNetworkError(lat, lon, known, max_distance_m, message, possible_swap=swapped)
+
+
+def _warn_off_network(
+    graph: RoadGraph, lat: FloatArray, lon: FloatArray, out: SnapArrays, max_distance_m: float
+) -> None:
+    missed = np.flatnonzero(out.off_network)
+    first = int(missed[0])
+    logger.warning(
+        "%d of %d pings are off the road network; first, ping %d: %s",
+        len(missed),
+        len(lat),
+        first,
+        off_network_message(graph, float(lat[first]), float(lon[first]), float(out.distance_m[first]), max_distance_m),
+    )
