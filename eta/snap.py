@@ -482,11 +482,10 @@ def off_network_message(
 ) -> str:
     """Return the message for a point that did not snap, with a swap hint if plausible."""
     south, west, north, east = graph.bounds
+    message = f"point (lat={lat:.6f}, lon={lon:.6f}) is more than {max_distance_m:g} m from any drivable road"
     if math.isfinite(distance_m) and distance_m > max_distance_m:
-        where = f"{distance_m / 1000:,.1f} km outside the road graph's area"
-    else:
-        where = f"more than {max_distance_m:g} m from any drivable road"
-    message = f"point (lat={lat:.6f}, lon={lon:.6f}) is {where}"
+        away = f"{distance_m:,.0f} m" if distance_m < 10_000 else f"{distance_m / 1000:,.0f} km"
+        message += f": it lies {away} outside the road graph's bounding box"
     swapped_inside = bool(_swap_plausible(graph, np.array([lat]), np.array([lon]))[0])
     if swapped_inside or (math.isfinite(distance_m) and distance_m > SWAP_HINT_DISTANCE_M):
         message += (
