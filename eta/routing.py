@@ -114,7 +114,7 @@ class DestinationTree:
         )  # fmt: skip
         if snap is None:
             return None
-        eta = float(self._eta_for(np.array([snap.edge]), np.array([snap.fraction]), np.array([snap.reverse_edge]))[0])
+        eta = self.eta_for_snap(snap)
         if not math.isfinite(eta):
             logger.warning(
                 "No route from (lat=%.6f, lon=%.6f) to the destination (lat=%.6f, lon=%.6f)",
@@ -161,6 +161,28 @@ class DestinationTree:
             )  # fmt: skip
         result[on] = np.where(unreachable, np.nan, eta)
         return result
+
+    def eta_for_snap(self, snap: Snap) -> float:
+        """Return the travel time in seconds for one snapped ping; ``inf`` if unreachable.
+
+        The scalar form of `eta_for_snaps`, with the same arithmetic.
+        """
+        eta = self._eta_on_edge_one(snap.edge, snap.fraction)
+        if snap.reverse_edge >= 0:
+            eta = min(eta, self._eta_on_edge_one(snap.reverse_edge, 1.0 - snap.fraction))
+        return eta
+
+    def _eta_on_edge_one(self, edge: int, fraction: float) -> float:
+        graph = self.graph
+        time_s = float(graph.edge_travel_time_s[edge])
+        if fraction == 0.0:
+            eta = float(self.node_eta_s[graph.edge_u[edge]])
+        else:
+            eta = (1.0 - fraction) * time_s + float(self.node_eta_s[graph.edge_v[edge]])
+        for dest_edge, dest_fraction in self.dest_positions:
+            if edge == dest_edge and fraction <= dest_fraction:
+                eta = min(eta, (dest_fraction - fraction) * time_s)
+        return eta
 
     def _eta_for(self, edge: IntArray, fraction: FloatArray, reverse: IntArray) -> FloatArray:
         eta = self._eta_on_edge(edge, fraction)

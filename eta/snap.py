@@ -172,13 +172,24 @@ class SegmentIndex:
     def project(self, segments: IntArray, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Return the clamped position 0..1 along each segment and the distance to it."""
         length2 = self.length2[segments]
-        dot = (x - self.ax[segments]) * self.dx[segments] + (y - self.ay[segments]) * self.dy[segments]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.where(length2 > 0, dot / length2, 0.0)
-        t = np.clip(t, 0.0, 1.0)
-        foot_x = self.ax[segments] + t * self.dx[segments]
-        foot_y = self.ay[segments] + t * self.dy[segments]
-        return t, np.hypot(x - foot_x, y - foot_y)
+        dx, dy = self.dx[segments], self.dy[segments]
+        ax, ay = self.ax[segments], self.ay[segments]
+        dot = (x - ax) * dx + (y - ay) * dy
+        t = np.minimum(np.maximum(dot / np.where(length2 > 0, length2, 1.0), 0.0), 1.0)
+        t = np.where(length2 > 0, t, 0.0)
+        off_x = x - (ax + t * dx)
+        off_y = y - (ay + t * dy)
+        return t, np.sqrt(off_x * off_x + off_y * off_y)
+
+    def project_one(self, segment: int, x: float, y: float) -> tuple[float, float]:
+        """Scalar form of `project`, with the same floating-point operations."""
+        length2 = float(self.length2[segment])
+        dx, dy = float(self.dx[segment]), float(self.dy[segment])
+        ax, ay = float(self.ax[segment]), float(self.ay[segment])
+        t = min(max(((x - ax) * dx + (y - ay) * dy) / length2, 0.0), 1.0) if length2 > 0 else 0.0
+        off_x = x - (ax + t * dx)
+        off_y = y - (ay + t * dy)
+        return t, math.sqrt(off_x * off_x + off_y * off_y)
 
 
 def usable_heading_deg(heading_deg: float | None, speed_mps: float | None) -> float | None:
@@ -239,20 +250,106 @@ def snap_point(
         If lat/lon are not finite or out of range.
     """
     check_latlon(lat, lon)
-    snaps = snap_points(
-        graph,
-        [lat],
-        [lon],
-        headings_deg=None if heading_deg is None else [heading_deg],
-        speeds_mps=None if speed_mps is None else [speed_mps],
-        max_distance_m=max_distance_m,
-        warn=False,
+    _check_max_distance(max_distance_m)
+    heading = usable_heading_deg(heading_deg, speed_mps)
+
+    # a ping outside the graph's box plus the snapping distance cannot snap
+    box_distance_m = _box_distance_m(graph, lat, lon, max_distance_m)
+    if box_distance_m is not None:
+        logger.warning("%s", off_network_message(graph, lat, lon, box_distance_m, max_distance_m))
+        return None
+
+    x, y = graph.transformer.transform(lon, lat)
+    index: SegmentIndex = graph.segment_index
+    point = shapely.Point(x, y)
+    nearest = index.tree.query_nearest(point, max_distance=max_distance_m, all_matches=True)
+    if len(nearest) == 0:
+        logger.warning("%s", off_network_message(graph, lat, lon, math.nan, max_distance_m))
+        return None
+
+    # the nearest segment, lowest-numbered among equally near ones
+    nearest_m, segment = min((index.project_one(int(seg), x, y)[1], int(seg)) for seg in nearest)
+    forward = True
+    if heading is not None:
+        segment, forward = _choose_one_by_heading(graph, index, point, x, y, heading, nearest_m)
+    t, distance_m = index.project_one(segment, x, y)
+    return _make_snap(graph, index, segment, t, distance_m, forward, fixed=heading is not None)
+
+
+def _check_max_distance(max_distance_m: float) -> None:
+    if not (isinstance(max_distance_m, (int, float)) and math.isfinite(max_distance_m) and max_distance_m > 0):
+        raise ValueError(f"max_distance_m must be a positive number, got {max_distance_m!r}")
+
+
+def _box_distance_m(graph: RoadGraph, lat: float, lon: float, margin_m: float) -> float | None:
+    # distance to the graph's bounding box when the point lies beyond the
+    # box plus the margin, else None
+    outside, distance_m = _outside_bounds(graph, np.array([lat]), np.array([lon]), margin_m)
+    return float(distance_m[0]) if outside[0] else None
+
+
+def _choose_one_by_heading(
+    graph: RoadGraph,
+    index: SegmentIndex,
+    point: shapely.Point,
+    x: float,
+    y: float,
+    heading: float,
+    nearest_m: float,
+) -> tuple[int, bool]:
+    # scalar form of _choose_by_heading: lowest (cost, segment, forward first)
+    candidates = index.tree.query(point, predicate="dwithin", distance=nearest_m + HEADING_SEARCH_SLACK_M)
+    best: tuple[float, int, int] | None = None
+    for seg in sorted(int(c) for c in candidates):
+        _, distance = index.project_one(seg, x, y)
+        bearing = float(bearing_deg(index.dx[seg], index.dy[seg]))
+        options = [(0, bearing)]
+        if graph.edge_reverse[index.edge[seg]] >= 0:
+            options.append((1, bearing + 180.0))
+        for order, direction in options:
+            cost = distance + HEADING_PENALTY_M * float(angle_difference_deg(direction, heading)) / 180
+            if best is None or (cost, seg, order) < best:
+                best = (cost, seg, order)
+    assert best is not None
+    return best[1], best[2] == 0
+
+
+def _make_snap(
+    graph: RoadGraph,
+    index: SegmentIndex,
+    segment: int,
+    t: float,
+    distance_m: float,
+    forward: bool,
+    *,
+    fixed: bool,
+) -> Snap:
+    # scalar form of _fill
+    edge = int(index.edge[segment])
+    start = int(index.start[segment])
+    along_m = float(graph.geom_cum_m[start]) + t * math.sqrt(float(index.length2[segment]))
+    geom_length_m = float(graph.edge_geom_length_m[edge])
+    fraction = min(max(along_m / geom_length_m, 0.0), 1.0) if geom_length_m > 0 else 0.0
+    if along_m <= NODE_TOLERANCE_M:
+        fraction = 0.0
+    if geom_length_m - along_m <= NODE_TOLERANCE_M:
+        fraction = 1.0
+    reverse = int(graph.edge_reverse[edge])
+    if not forward:
+        edge, fraction, reverse = reverse, 1.0 - fraction, -1
+    if fixed:
+        reverse = -1
+    lat0, lat1 = float(graph.geom_lat[start]), float(graph.geom_lat[start + 1])
+    lon0, lon1 = float(graph.geom_lon[start]), float(graph.geom_lon[start + 1])
+    return Snap(
+        lat=lat0 + t * (lat1 - lat0),
+        lon=lon0 + t * (lon1 - lon0),
+        distance_m=distance_m,
+        edge=edge,
+        reverse_edge=reverse,
+        fraction=fraction,
+        offset_m=fraction * float(graph.edge_length_m[edge]),
     )
-    snap = snaps.row(0)
-    if snap is None:
-        message = off_network_message(graph, lat, lon, snaps.distance_m[0], max_distance_m)
-        logger.warning("%s", message)
-    return snap
 
 
 def snap_points(
@@ -292,8 +389,7 @@ def snap_points(
         If any lat/lon is not finite or out of range; the message names the
         first bad index.
     """
-    if not (math.isfinite(max_distance_m) and max_distance_m > 0):
-        raise ValueError(f"max_distance_m must be a positive number, got {max_distance_m!r}")
+    _check_max_distance(max_distance_m)
     lat, lon = check_latlon_arrays(lats, lons)
     headings = _usable_headings(headings_deg, speeds_mps, len(lat))
     out = _empty(len(lat))
@@ -458,9 +554,8 @@ def _fill(
     start = index.start[segment]
     along_m = graph.geom_cum_m[start] + t * np.sqrt(index.length2[segment])
     geom_length_m = graph.edge_geom_length_m[edge]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fraction = np.where(geom_length_m > 0, along_m / geom_length_m, 0.0)
-    fraction = np.clip(fraction, 0.0, 1.0)
+    safe_length_m = np.where(geom_length_m > 0, geom_length_m, 1.0)
+    fraction = np.where(geom_length_m > 0, np.minimum(np.maximum(along_m / safe_length_m, 0.0), 1.0), 0.0)
     fraction = np.where(along_m <= NODE_TOLERANCE_M, 0.0, fraction)
     fraction = np.where(geom_length_m - along_m <= NODE_TOLERANCE_M, 1.0, fraction)
 
