@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import shapely
+from scipy.spatial import cKDTree
 
 from eta.errors import OffNetworkError
 from eta.geo import (
@@ -67,6 +69,12 @@ NODE_TOLERANCE_M = 0.01
 SWAP_HINT_DISTANCE_M = 100_000.0
 
 METRES_PER_DEGREE_LAT = 111_320.0
+
+# Spacing of the points sampled along segments for the nearest-segment
+# search, and how many sampled neighbours each ping looks at before the
+# search falls back to an exhaustive one.
+SAMPLE_SPACING_M = 10.0
+CANDIDATE_SAMPLES = 8
 
 
 @dataclass(frozen=True)
@@ -142,9 +150,16 @@ class SnapArrays:
 
 
 class SegmentIndex:
-    """STRtree over the straight segments of each street's geometry.
+    """Spatial indexes over the straight segments of each street's geometry.
 
     Two-way streets are indexed once, through their lower-numbered edge.
+    The nearest segment comes from a scipy cKDTree over points sampled
+    every SAMPLE_SPACING_M along each segment: the segment nearest to a ping
+    has a sample within half the spacing of the ping's foot point, so
+    checking every segment with a sample within (best distance + half the
+    spacing) finds it exactly. Rows where the fixed number of sampled
+    neighbours cannot prove that fall back to a shapely STRtree, which also
+    serves the heading search.
     """
 
     def __init__(self, graph: RoadGraph) -> None:
@@ -166,6 +181,82 @@ class SegmentIndex:
         )
         self.tree = shapely.STRtree(shapely.linestrings(coords))
 
+        # samples at both ends and at most SAMPLE_SPACING_M apart in between
+        pieces = np.maximum(np.ceil(np.sqrt(self.length2) / SAMPLE_SPACING_M), 1).astype(np.int64)
+        self.sample_segment = np.repeat(np.arange(len(self.edge)), pieces + 1)
+        first_sample = np.repeat(np.cumsum(pieces + 1) - (pieces + 1), pieces + 1)
+        step = (np.arange(len(self.sample_segment)) - first_sample) / np.repeat(pieces, pieces + 1)
+        sample_x = self.ax[self.sample_segment] + step * self.dx[self.sample_segment]
+        sample_y = self.ay[self.sample_segment] + step * self.dy[self.sample_segment]
+        self.kdtree = cKDTree(np.column_stack((sample_x, sample_y)))
+
+    def nearest(self, x: FloatArray, y: FloatArray, max_distance_m: float) -> tuple[IntArray, IntArray]:
+        """Return (row, segment) for each point with a segment within ``max_distance_m``.
+
+        The segment is the nearest one, and the lowest-numbered among
+        equally near ones, exactly as a search over all segments would give.
+        """
+        samples = len(self.sample_segment)
+        k = min(CANDIDATE_SAMPLES, samples)
+        slack_m = SAMPLE_SPACING_M / 2
+        sample_m, sample = self.kdtree.query(
+            np.column_stack((x, y)), k=k, distance_upper_bound=max_distance_m + slack_m
+        )
+        sample_m, sample = sample_m.reshape(len(x), k), sample.reshape(len(x), k)
+        found = sample < samples
+        segments = self.sample_segment[np.minimum(sample, samples - 1)]
+        _, distance = self.project(segments, x[:, np.newaxis], y[:, np.newaxis])
+        distance = np.where(found, distance, np.inf)
+
+        # best candidate per row: smallest distance, then smallest segment
+        best_m = distance.min(axis=1)
+        tied = distance == best_m[:, np.newaxis]
+        best_segment = np.where(tied, segments, len(self.edge)).min(axis=1)
+
+        # with all k neighbours inside the bound, a closer segment could
+        # hide beyond them: search those rows exhaustively
+        unproven = found[:, -1] & (sample_m[:, -1] <= np.minimum(best_m, max_distance_m) + slack_m)
+        if unproven.any():
+            best_segment[unproven], best_m[unproven] = self._nearest_exhaustive(
+                x[unproven], y[unproven], max_distance_m
+            )
+        hit = best_m <= max_distance_m
+        return np.flatnonzero(hit), best_segment[hit]
+
+    def nearest_one(self, x: float, y: float, max_distance_m: float) -> tuple[int, float] | None:
+        """Scalar form of `nearest`: (segment, distance) or None, with the same result."""
+        samples = len(self.sample_segment)
+        k = min(CANDIDATE_SAMPLES, samples)
+        slack_m = SAMPLE_SPACING_M / 2
+        sample_m, sample = self.kdtree.query((x, y), k=k, distance_upper_bound=max_distance_m + slack_m)
+        sample_m = np.atleast_1d(sample_m).tolist()
+        sample = np.atleast_1d(sample).tolist()
+        best: tuple[float, int] = (math.inf, -1)
+        for found in sample:
+            if found < samples:
+                segment = int(self.sample_segment[found])
+                best = min(best, (self.project_one(segment, x, y)[1], segment))
+        if sample[-1] < samples and sample_m[-1] <= min(best[0], max_distance_m) + slack_m:
+            best = (math.inf, -1)
+            for segment in self.tree.query(shapely.Point(x, y), predicate="dwithin", distance=max_distance_m):
+                best = min(best, (self.project_one(int(segment), x, y)[1], int(segment)))
+        if best[0] > max_distance_m:
+            return None
+        return best[1], best[0]
+
+    def _nearest_exhaustive(self, x: FloatArray, y: FloatArray, max_distance_m: float) -> tuple[IntArray, FloatArray]:
+        pairs = self.tree.query(shapely.points(x, y), predicate="dwithin", distance=max_distance_m)
+        segment = np.zeros(len(x), dtype=np.int64)
+        best_m = np.full(len(x), np.inf)
+        if pairs.shape[1]:
+            _, distance = self.project(pairs[1], x[pairs[0]], y[pairs[0]])
+            order = np.lexsort((pairs[1], distance, pairs[0]))
+            inputs = pairs[0][order]
+            first = np.concatenate(([True], inputs[1:] != inputs[:-1]))
+            segment[inputs[first]] = pairs[1][order][first]
+            best_m[inputs[first]] = distance[order][first]
+        return segment, best_m
+
     def __len__(self) -> int:
         return int(self.edge.shape[0])
 
@@ -181,11 +272,14 @@ class SegmentIndex:
         off_y = y - (ay + t * dy)
         return t, np.sqrt(off_x * off_x + off_y * off_y)
 
+    @cached_property
+    def _segment_rows(self) -> list[tuple[float, float, float, float, float]]:
+        # Python floats per segment: the scalar path avoids numpy scalars
+        return list(zip(*(a.tolist() for a in (self.ax, self.ay, self.dx, self.dy, self.length2)), strict=True))
+
     def project_one(self, segment: int, x: float, y: float) -> tuple[float, float]:
         """Scalar form of `project`, with the same floating-point operations."""
-        length2 = float(self.length2[segment])
-        dx, dy = float(self.dx[segment]), float(self.dy[segment])
-        ax, ay = float(self.ax[segment]), float(self.ay[segment])
+        ax, ay, dx, dy, length2 = self._segment_rows[segment]
         t = min(max(((x - ax) * dx + (y - ay) * dy) / length2, 0.0), 1.0) if length2 > 0 else 0.0
         off_x = x - (ax + t * dx)
         off_y = y - (ay + t * dy)
@@ -261,16 +355,15 @@ def snap_point(
 
     x, y = graph.transformer.transform(lon, lat)
     index: SegmentIndex = graph.segment_index
-    point = shapely.Point(x, y)
-    nearest = index.tree.query_nearest(point, max_distance=max_distance_m, all_matches=True)
-    if len(nearest) == 0:
+    nearest = index.nearest_one(x, y, max_distance_m)
+    if nearest is None:
         logger.warning("%s", off_network_message(graph, lat, lon, math.nan, max_distance_m))
         return None
 
-    # the nearest segment, lowest-numbered among equally near ones
-    nearest_m, segment = min((index.project_one(int(seg), x, y)[1], int(seg)) for seg in nearest)
+    segment, nearest_m = nearest
     forward = True
     if heading is not None:
+        point = shapely.Point(x, y)
         segment, forward = _choose_one_by_heading(graph, index, point, x, y, heading, nearest_m)
     t, distance_m = index.project_one(segment, x, y)
     return _make_snap(graph, index, segment, t, distance_m, forward, fixed=heading is not None)
@@ -284,8 +377,19 @@ def _check_max_distance(max_distance_m: float) -> None:
 def _box_distance_m(graph: RoadGraph, lat: float, lon: float, margin_m: float) -> float | None:
     # distance to the graph's bounding box when the point lies beyond the
     # box plus the margin, else None
+    south, west, north, east = graph.bounds
+    margin_lat = margin_m / METRES_PER_DEGREE_LAT
+    if south - margin_lat <= lat <= north + margin_lat and west - 1 <= lon <= east + 1:
+        margin_lon = margin_m / (METRES_PER_DEGREE_LAT * _cos_max_lat(graph))
+        if west - margin_lon <= lon <= east + margin_lon:
+            return None
     outside, distance_m = _outside_bounds(graph, np.array([lat]), np.array([lon]), margin_m)
     return float(distance_m[0]) if outside[0] else None
+
+
+def _cos_max_lat(graph: RoadGraph) -> float:
+    south, _, north, _ = graph.bounds
+    return max(math.cos(math.radians(max(abs(south), abs(north)))), 1e-6)
 
 
 def _choose_one_by_heading(
@@ -438,8 +542,7 @@ def _outside_bounds(
 ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
     south, west, north, east = graph.bounds
     margin_lat = margin_m / METRES_PER_DEGREE_LAT
-    cos_lat = max(math.cos(math.radians(max(abs(south), abs(north)))), 1e-6)
-    margin_lon = margin_m / (METRES_PER_DEGREE_LAT * cos_lat)
+    margin_lon = margin_m / (METRES_PER_DEGREE_LAT * _cos_max_lat(graph))
     outside = (
         (lat < south - margin_lat)
         | (lat > north + margin_lat)
@@ -469,8 +572,7 @@ def _snap_rows(
     points = shapely.points(x, y)
 
     # nearest segment of every ping within the snapping distance
-    pairs = index.tree.query_nearest(points, max_distance=max_distance_m, all_matches=True)
-    local, segment = _best_per_input(index, pairs[0], pairs[1], x, y)
+    local, segment = index.nearest(x, y, max_distance_m)
     edge = index.edge[segment]
     reverse = graph.edge_reverse[edge]
     t, distance = index.project(segment, x[local], y[local])
@@ -486,17 +588,6 @@ def _snap_rows(
         reverse = np.where(moving, -1, graph.edge_reverse[edge])
 
     _fill(graph, index, rows[local], segment, t, distance, edge, reverse, forward, out)
-
-
-def _best_per_input(
-    index: SegmentIndex, inputs: IntArray, segments: IntArray, x: FloatArray, y: FloatArray
-) -> tuple[IntArray, IntArray]:
-    # among equally near segments, take the lowest-numbered for determinism
-    _, distance = index.project(segments, x[inputs], y[inputs])
-    order = np.lexsort((segments, distance, inputs))
-    inputs, segments = inputs[order], segments[order]
-    first = np.concatenate(([True], inputs[1:] != inputs[:-1])) if len(inputs) else np.zeros(0, bool)
-    return inputs[first], segments[first]
 
 
 def _choose_by_heading(
