@@ -1,0 +1,149 @@
+"""The dispatcher fleet page in headless Chromium, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from support import Api, Device, ServerProcess, unique_name
+
+pytestmark = pytest.mark.browser
+
+SITE = {"lat": 60.1705, "lon": 24.9455, "radius_m": 50.0}
+# Starting fixes of three contractors in central Helsinki, a few hundred metres apart.
+STARTS = [(60.1670, 24.9400), (60.1685, 24.9440), (60.1655, 24.9360)]
+# Clear of every marker, nearest to the second contractor (about 190 m away).
+CLICK_POINT = (60.1700, 24.9420)
+WAIT_MS = 15_000
+MARKER_LATLNG = (
+    "(id) => { const m = window.enrouteDispatch.markers.get(id); "
+    "return m && [m.getLatLng().lat, m.getLatLng().lng]; }"
+)
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def create_job(api: Api, contractor_id: str, dispatch: bool) -> str:
+    job_id = unique_name("j")
+    now = time.time()
+    body = {
+        "id": job_id,
+        "contractor_id": contractor_id,
+        "site": dict(SITE),
+        "window": {"start": iso(now - 600), "end": iso(now + 3000)},
+    }
+    response = api.post("/v1/jobs", body)
+    assert response.status_code == 201, response.text
+    if dispatch:
+        response = api.post(f"/v1/jobs/{job_id}/dispatch")
+        assert response.status_code == 200, response.text
+    return job_id
+
+
+async def send_ping(server: ServerProcess, device_token: str, lat: float, lon: float) -> None:
+    async with Device(server.ws_url, device_token) as device:
+        reply = await device.send({"t": time.time(), "lat": lat, "lon": lon, "acc": 8.0})
+    assert reply["accepted"] == 1, reply
+
+
+async def click_map_at(page: Any, lat: float, lon: float) -> None:
+    """Click the map with the mouse where it shows (lat, lon)."""
+    point = await page.evaluate(
+        "([lat, lon]) => window.enrouteDispatch.map.latLngToContainerPoint([lat, lon])",
+        [lat, lon],
+    )
+    box = await page.locator("#map").bounding_box()
+    await page.mouse.click(box["x"] + point["x"], box["y"] + point["y"])
+
+
+async def test_dispatch_page_shows_fleet(
+    web_server: ServerProcess,
+    web_api: Api,
+    web_org: tuple[str, str],
+    desktop_page: Any,
+    artifacts_dir: Path,
+) -> None:
+    contractor_ids = [unique_name("c") for _ in STARTS]
+    tokens = [web_api.contractor(contractor_id) for contractor_id in contractor_ids]
+    job_id = create_job(web_api, contractor_ids[0], dispatch=True)
+    for token, (lat, lon) in zip(tokens, STARTS):
+        await send_ping(web_server, token, lat, lon)
+
+    page = desktop_page.page
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+    await page.wait_for_function(
+        f"() => window.enrouteDispatch.markers.size === {len(STARTS)}", timeout=WAIT_MS
+    )
+    first = await page.evaluate(MARKER_LATLNG, contractor_ids[0])
+    await asyncio.sleep(1.0)
+    await send_ping(web_server, tokens[0], STARTS[0][0] + 0.0003, STARTS[0][1])
+    await page.wait_for_function(
+        f"(id) => ({MARKER_LATLNG})(id)[0] > {first[0] + 0.0002}",
+        arg=contractor_ids[0],
+        timeout=WAIT_MS,
+    )
+    await page.wait_for_function(
+        "() => window.enrouteDispatch.hexLayer.getLayers().length > 0", timeout=WAIT_MS
+    )
+    job_item = page.locator(f"[data-testid=job-list] li[data-job-id='{job_id}']")
+    await expect(job_item).to_contain_text("On the way", timeout=WAIT_MS)
+
+    await click_map_at(page, *CLICK_POINT)
+    nearby_items = page.locator("[data-testid=nearby] li")
+    await expect(nearby_items).to_have_count(len(STARTS), timeout=WAIT_MS)
+    await expect(nearby_items.first).to_contain_text(contractor_ids[1])
+    await page.screenshot(path=artifacts_dir / "dispatch-page.png")
+
+    hex_count = await page.get_by_test_id("hex-count").get_attribute("data-count")
+    nearby_lines = await page.evaluate(
+        "() => window.enrouteDispatch.nearbyLayer.getLayers()"
+        ".filter((layer) => layer instanceof L.Polyline).length"
+    )
+    assert int(hex_count) > 0
+    assert nearby_lines == len(STARTS)
+    assert "key=" not in page.url
+    assert await page.evaluate("document.body.dataset.basemap") == "streets"
+    assert desktop_page.errors == []
+    assert desktop_page.foreign_urls(web_server.base_url) == []
+
+
+async def test_dispatch_page_asks_for_key(
+    web_server: ServerProcess, web_api: Api, web_org: tuple[str, str], desktop_page: Any
+) -> None:
+    contractor_id = unique_name("c")
+    web_api.contractor(contractor_id)
+    job_id = create_job(web_api, contractor_id, dispatch=False)
+    page = desktop_page.page
+    await page.goto(f"{web_server.base_url}/dispatch")
+    form = page.get_by_test_id("key-form")
+    await expect(form).to_be_visible(timeout=WAIT_MS)
+
+    await page.get_by_label("Organisation API key").fill(web_org[1])
+    await page.get_by_role("button", name="Open fleet map").click()
+
+    job_item = page.locator(f"[data-testid=job-list] li[data-job-id='{job_id}']")
+    await expect(job_item).to_contain_text("Scheduled", timeout=WAIT_MS)
+    await expect(form).to_be_hidden()
+    stored = await page.evaluate("sessionStorage.getItem('enroute.apiKey')")
+    assert stored == web_org[1]
+    assert desktop_page.errors == []
+
+
+async def test_dispatch_page_rejects_bad_key(
+    web_server: ServerProcess, desktop_page: Any
+) -> None:
+    page = desktop_page.page
+    await page.goto(f"{web_server.base_url}/dispatch#key=ek_not-a-real-key")
+    await expect(page.get_by_test_id("key-form")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.get_by_test_id("key-error")).to_contain_text("rejected")
+    stored = await page.evaluate("sessionStorage.getItem('enroute.apiKey')")
+    assert stored is None
+    assert desktop_page.errors == []

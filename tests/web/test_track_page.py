@@ -1,0 +1,124 @@
+"""The customer tracking page in headless Chromium, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from support import Api, Device, ServerProcess, unique_name
+
+pytestmark = pytest.mark.browser
+
+SITE = {"lat": 60.1705, "lon": 24.9455, "radius_m": 50.0}
+# A walk north-east towards the site, about 35 m per step and 700 m short of it.
+TRACK = [(60.16600 + 0.0002 * i, 24.93400 + 0.0005 * i) for i in range(4)]
+PING_GAP_S = 1.0
+WAIT_MS = 15_000
+# The day appears only when the window starts on another day than today, and
+# a window within one minute reads "Arriving at 14:05".
+ARRIVING = re.compile(r"^Arriving (at \d{2}:\d{2}|(\w{3} \d{1,2} \w{3}, )?\d{2}:\d{2}–\d{2}:\d{2})$")
+MARKER_LATLNG = "() => { const m = window.enrouteTrack.marker; return m && [m.getLatLng().lat, m.getLatLng().lng]; }"
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def create_shared_job(api: Api, dispatch: bool = True) -> tuple[str, str, str]:
+    """Create a contractor and a job, share the job, and return (job id, device token, share token)."""
+    contractor_id = unique_name("c")
+    job_id = unique_name("j")
+    device_token = api.contractor(contractor_id)
+    now = time.time()
+    body = {
+        "id": job_id,
+        "contractor_id": contractor_id,
+        "site": dict(SITE),
+        "window": {"start": iso(now - 600), "end": iso(now + 3000)},
+        "address": "Pohjoisesplanadi 11, Helsinki",
+    }
+    response = api.post("/v1/jobs", body)
+    assert response.status_code == 201, response.text
+    if dispatch:
+        response = api.post(f"/v1/jobs/{job_id}/dispatch")
+        assert response.status_code == 200, response.text
+    response = api.post(f"/v1/jobs/{job_id}/share")
+    assert response.status_code == 201, response.text
+    return job_id, device_token, response.json()["token"]
+
+
+async def send_ping(device: Device, lat: float, lon: float) -> None:
+    reply = await device.send({"t": time.time(), "lat": lat, "lon": lon, "acc": 8.0})
+    assert reply["accepted"] == 1, reply
+
+
+async def test_track_page_follows_pings(
+    web_server: ServerProcess, web_api: Api, phone_page: Any, artifacts_dir: Path
+) -> None:
+    _, device_token, share_token = create_shared_job(web_api)
+    page = phone_page.page
+    await page.goto(f"{web_server.base_url}/track/{share_token}")
+    current_step = page.locator("[data-testid=status] [aria-current=step]")
+    await expect(current_step).to_have_text("On the way", timeout=WAIT_MS)
+
+    async with Device(web_server.ws_url, device_token) as device:
+        await send_ping(device, *TRACK[0])
+        await page.wait_for_function("() => window.enrouteTrack.marker !== null", timeout=WAIT_MS)
+        first = await page.evaluate(MARKER_LATLNG)
+        for lat, lon in TRACK[1:]:
+            await asyncio.sleep(PING_GAP_S)
+            await send_ping(device, lat, lon)
+        await page.wait_for_function(
+            f"() => ({MARKER_LATLNG})()[0] > {first[0] + 0.0003}", timeout=WAIT_MS
+        )
+        moved = await page.evaluate(MARKER_LATLNG)
+        arrival = page.get_by_test_id("arrival-window")
+        await expect(arrival).to_have_text(
+            ARRIVING, timeout=WAIT_MS
+        )
+        await expect(page.get_by_test_id("fix-age")).to_have_text(
+            re.compile(r"updated \d+ s ago"), timeout=WAIT_MS
+        )
+        await page.screenshot(path=artifacts_dir / "track-page.png", full_page=True)
+
+    assert moved[0] > first[0]
+    assert moved[1] > first[1]
+    assert await page.evaluate("document.body.dataset.basemap") == "streets"
+    assert phone_page.errors == []
+    assert phone_page.foreign_urls(web_server.base_url) == []
+
+
+async def test_track_page_shows_cancellation(
+    web_server: ServerProcess, web_api: Api, phone_page: Any
+) -> None:
+    job_id, _, share_token = create_shared_job(web_api, dispatch=False)
+    page = phone_page.page
+    await page.goto(f"{web_server.base_url}/track/{share_token}")
+    current_step = page.locator("[data-testid=status] [aria-current=step]")
+    await expect(current_step).to_have_text("Scheduled", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("arrival-window")).to_have_text(
+        re.compile(r"^Scheduled "), timeout=WAIT_MS
+    )
+
+    response = web_api.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200, response.text
+
+    await expect(current_step).to_have_text("Cancelled", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("arrival-window")).to_have_text("Appointment cancelled")
+    assert phone_page.errors == []
+
+
+async def test_track_page_unknown_link(web_server: ServerProcess, phone_page: Any) -> None:
+    page = phone_page.page
+    await page.goto(f"{web_server.base_url}/track/st_no-such-link")
+    notice = page.get_by_test_id("notice")
+    await expect(notice).to_be_visible(timeout=WAIT_MS)
+    await expect(notice).to_contain_text("not found")
+    assert phone_page.errors == []
