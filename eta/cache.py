@@ -91,7 +91,9 @@ def read_cached(dirs: list[Path], key: str, source_hash: str) -> RoadGraph | Non
             logger.warning("Ignoring unreadable graph cache %s: %s", path, exc)
             continue
         if graph.source_hash != source_hash:
-            logger.warning("Ignoring graph cache %s: it was built from other data", path)
+            logger.warning(
+                "Ignoring graph cache %s: it was built from other data", path
+            )
             continue
         return graph
     return None
@@ -111,7 +113,9 @@ def write_cached(graph: RoadGraph, dirs: list[Path], key: str) -> Path | None:
             except OSError:
                 continue
         if not is_writable_dir(folder):
-            logger.info("Graph cache folder %s is read-only; trying the next one", folder)
+            logger.info(
+                "Graph cache folder %s is read-only; trying the next one", folder
+            )
             continue
         try:
             _write_atomically(graph, folder / name)
@@ -119,9 +123,13 @@ def write_cached(graph: RoadGraph, dirs: list[Path], key: str) -> Path | None:
             logger.warning("Could not write graph cache in %s: %s", folder, exc)
             continue
         path = folder / name
-        logger.info("Cached road graph in %s (%.1f MB)", path, path.stat().st_size / 1e6)
+        logger.info(
+            "Cached road graph in %s (%.1f MB)", path, path.stat().st_size / 1e6
+        )
         return path
-    logger.warning("No writable folder for the graph cache among %s", [str(d) for d in dirs])
+    logger.warning(
+        "No writable folder for the graph cache among %s", [str(d) for d in dirs]
+    )
     return None
 
 

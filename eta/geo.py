@@ -55,7 +55,9 @@ def utm_epsg(lat: float, lon: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
-def check_latlon(lat: float, lon: float, *, lat_name: str = "lat", lon_name: str = "lon") -> None:
+def check_latlon(
+    lat: float, lon: float, *, lat_name: str = "lat", lon_name: str = "lon"
+) -> None:
     """Raise InvalidCoordinateError unless lat/lon are finite and in range.
 
     Examples
@@ -66,16 +68,24 @@ def check_latlon(lat: float, lon: float, *, lat_name: str = "lat", lon_name: str
     eta.errors.InvalidCoordinateError: lat must be within -90..90, got 91.2
     """
     for name, value, limit in ((lat_name, lat, 90.0), (lon_name, lon, 180.0)):
-        if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+        if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(
+            value, bool
+        ):
             raise InvalidCoordinateError(name, value, "a number")  # type: ignore[arg-type]
         if not math.isfinite(value):
             raise InvalidCoordinateError(name, float(value), "a finite number")
         if not -limit <= value <= limit:
-            raise InvalidCoordinateError(name, float(value), f"within -{limit:g}..{limit:g}")
+            raise InvalidCoordinateError(
+                name, float(value), f"within -{limit:g}..{limit:g}"
+            )
 
 
 def check_latlon_arrays(
-    lats: npt.ArrayLike, lons: npt.ArrayLike, *, lat_name: str = "lats", lon_name: str = "lons"
+    lats: npt.ArrayLike,
+    lons: npt.ArrayLike,
+    *,
+    lat_name: str = "lats",
+    lon_name: str = "lons",
 ) -> tuple[FloatArray, FloatArray]:
     """Return lat/lon as equal-length float arrays, or raise for a bad entry.
 
@@ -88,12 +98,19 @@ def check_latlon_arrays(
             f"{lat_name} and {lon_name} must be 1-D arrays of equal length, "
             f"got shapes {lat_array.shape} and {lon_array.shape}"
         )
-    for name, values, limit in ((lat_name, lat_array, 90.0), (lon_name, lon_array, 180.0)):
+    for name, values, limit in (
+        (lat_name, lat_array, 90.0),
+        (lon_name, lon_array, 180.0),
+    ):
         bad = ~np.isfinite(values) | (np.abs(values) > limit)
         if bad.any():
             index = int(np.flatnonzero(bad)[0])
             value = float(values[index])
-            rule = "a finite number" if not math.isfinite(value) else f"within -{limit:g}..{limit:g}"
+            rule = (
+                "a finite number"
+                if not math.isfinite(value)
+                else f"within -{limit:g}..{limit:g}"
+            )
             raise InvalidCoordinateError(f"{name}[{index}]", value, rule)
     return lat_array, lon_array
 
@@ -103,7 +120,9 @@ def bearing_deg(dx_m: FloatArray, dy_m: FloatArray) -> FloatArray:
     return np.asarray(np.degrees(np.arctan2(dx_m, dy_m)) % 360.0)
 
 
-def angle_difference_deg(a_deg: FloatArray | float, b_deg: FloatArray | float) -> FloatArray:
+def angle_difference_deg(
+    a_deg: FloatArray | float, b_deg: FloatArray | float
+) -> FloatArray:
     """Return the absolute difference of two bearings in degrees, 0..180.
 
     Examples

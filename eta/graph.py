@@ -29,7 +29,7 @@ from eta.geo import FloatArray, IntArray, utm_epsg
 from eta.speeds import HIGHWAY_SPEEDS_KPH
 
 if TYPE_CHECKING:
-    from eta.snap import SegmentIndex
+    from eta.segments import SegmentIndex
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,9 @@ class RoadGraph:
 
         return pyproj.Transformer.from_crs(4326, self.crs_epsg, always_xy=True)
 
-    def project(self, lats: npt.ArrayLike, lons: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    def project(
+        self, lats: npt.ArrayLike, lons: npt.ArrayLike
+    ) -> tuple[FloatArray, FloatArray]:
         """Project (lat, lon) degrees to this graph's (x, y) metres."""
         x, y = self.transformer.transform(np.asarray(lons), np.asarray(lats))
         return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -209,18 +211,25 @@ class RoadGraph:
 
     @cached_property
     def forward_csr(self) -> tuple[IntArray, IntArray, FloatArray]:
-        """Adjacency u->v as CSR (indptr, indices, travel_time_s), fastest of parallel edges."""
-        return _min_weight_csr(self.edge_u, self.edge_v, self.edge_travel_time_s, self.num_nodes)
+        """Adjacency u->v as CSR (indptr, indices, travel_time_s).
+
+        Of parallel edges, the fastest is kept.
+        """
+        return _min_weight_csr(
+            self.edge_u, self.edge_v, self.edge_travel_time_s, self.num_nodes
+        )
 
     @cached_property
     def reverse_csr(self) -> tuple[IntArray, IntArray, FloatArray]:
         """Adjacency v->u of the reversed graph as CSR, fastest of parallel edges."""
-        return _min_weight_csr(self.edge_v, self.edge_u, self.edge_travel_time_s, self.num_nodes)
+        return _min_weight_csr(
+            self.edge_v, self.edge_u, self.edge_travel_time_s, self.num_nodes
+        )
 
     @cached_property
     def segment_index(self) -> SegmentIndex:
         """Spatial index of street segments for snapping, built on first use."""
-        from eta.snap import SegmentIndex
+        from eta.segments import SegmentIndex
 
         return SegmentIndex(self)
 
@@ -306,7 +315,10 @@ def compile_graph(
 
     # edges sorted by (u, v, key), so each node's out-edges are contiguous
     edges = sorted(
-        ((index_of[int(u)], index_of[int(v)], k, d) for u, v, k, d in G.edges(keys=True, data=True)),
+        (
+            (index_of[int(u)], index_of[int(v)], k, d)
+            for u, v, k, d in G.edges(keys=True, data=True)
+        ),
         key=lambda item: (item[0], item[1], str(item[2])),
     )
     columns = _edge_columns(edges, node_lat, node_lon, source_hash)
@@ -384,7 +396,7 @@ def _edge_columns(
     node_lon: FloatArray,
     source_hash: str,
 ) -> dict[str, Any]:
-    highway_names: list[str] = list(HIGHWAY_SPEEDS_KPH) + ["road"]
+    highway_names: list[str] = [*HIGHWAY_SPEEDS_KPH, "road"]
     highway_rank = {name: i for i, name in enumerate(highway_names)}
     lengths, times, speeds, classes, osmids = [], [], [], [], []
     geom_lat: list[float] = []
@@ -393,7 +405,12 @@ def _edge_columns(
     for u, v, _key, data in edges:
         length_m = float(data.get("length", np.nan))
         time_s = float(data.get("travel_time", np.nan))
-        if not (np.isfinite(length_m) and np.isfinite(time_s) and length_m >= 0 and time_s >= 0):
+        if not (
+            np.isfinite(length_m)
+            and np.isfinite(time_s)
+            and length_m >= 0
+            and time_s >= 0
+        ):
             raise GraphSourceError(
                 source_hash,
                 f"edge {u}->{v} needs finite, non-negative length and travel_time, "
@@ -445,7 +462,9 @@ def _highway_code(value: Any, names: list[str], rank: dict[str, int]) -> int:
     return min(codes)
 
 
-def _find_reverse_edges(edge_u: IntArray, edge_v: IntArray, columns: dict[str, Any]) -> IntArray:
+def _find_reverse_edges(
+    edge_u: IntArray, edge_v: IntArray, columns: dict[str, Any]
+) -> IntArray:
     # pair each edge u->v with an unpaired edge v->u whose geometry is its
     # own geometry reversed: the other direction of the same two-way street
     offsets = columns["geom_offsets"]

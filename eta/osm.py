@@ -37,7 +37,9 @@ DRIVE_EXCLUDED_TAG_PATTERNS: dict[str, re.Pattern[str]] = {
     ),
     "motor_vehicle": re.compile("no"),
     "motorcar": re.compile("no"),
-    "service": re.compile("alley|driveway|emergency_access|parking|parking_aisle|private"),
+    "service": re.compile(
+        "alley|driveway|emergency_access|parking|parking_aisle|private"
+    ),
 }
 
 # Highway values kept at all. osmnx's filter only drops listed values, so
@@ -47,7 +49,13 @@ DRIVABLE_HIGHWAYS: frozenset[str] = frozenset(HIGHWAY_SPEEDS_KPH) | {"road"}
 
 # Tags whose values may carry implicit speed limits such as "FI:urban",
 # read to tell which country's default limits apply.
-COUNTRY_HINT_TAGS = ("maxspeed", "source:maxspeed", "maxspeed:type", "zone:maxspeed", "zone:traffic")
+COUNTRY_HINT_TAGS = (
+    "maxspeed",
+    "source:maxspeed",
+    "maxspeed:type",
+    "zone:maxspeed",
+    "zone:traffic",
+)
 
 
 @dataclass
@@ -130,7 +138,7 @@ def read_drivable_ways(
     hint_values: list[str] = []
     processor = osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY)
     for way in processor.with_locations():
-        if not way.is_way():
+        if not isinstance(way, osmium.osm.Way):
             continue
         extract.ways_read += 1
         if on_ways_read is not None and extract.ways_read % 5000 == 0:
@@ -164,7 +172,9 @@ def read_drivable_ways(
     return extract
 
 
-def _add_way_runs(extract: OsmExtract, way: osmium.osm.Way, tags: dict[str, str]) -> None:
+def _add_way_runs(
+    extract: OsmExtract, way: osmium.osm.Way, tags: dict[str, str]
+) -> None:
     # split the way into runs of nodes whose locations are in the file
     runs: list[list[tuple[int, float, float]]] = [[]]
     for node in way.nodes:

@@ -17,6 +17,7 @@ edges), up to floating-point rounding.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -28,7 +29,14 @@ from scipy.sparse.csgraph import dijkstra
 from eta.errors import UnreachableError
 from eta.geo import FloatArray, IntArray, check_latlon
 from eta.graph import RoadGraph
-from eta.snap import DEFAULT_MAX_DISTANCE_M, Snap, SnapArrays, off_network_error, snap_point, snap_points
+from eta.snap import (
+    DEFAULT_MAX_DISTANCE_M,
+    Snap,
+    SnapArrays,
+    off_network_error,
+    snap_point,
+    snap_points,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +75,13 @@ class DestinationTree:
         self.node_eta_s = node_eta_s
 
         # (edge, fraction) pairs the destination lies on: one per direction
-        self.dest_positions: list[tuple[int, float]] = [(dest_snap.edge, dest_snap.fraction)]
+        self.dest_positions: list[tuple[int, float]] = [
+            (dest_snap.edge, dest_snap.fraction)
+        ]
         if dest_snap.reverse_edge >= 0:
-            self.dest_positions.append((dest_snap.reverse_edge, 1.0 - dest_snap.fraction))
+            self.dest_positions.append(
+                (dest_snap.reverse_edge, 1.0 - dest_snap.fraction)
+            )
 
     def eta_s(
         self,
@@ -102,7 +114,7 @@ class DestinationTree:
         >>> from eta.build import road_graph_from_tables
         >>> graph = road_graph_from_tables(
         ...     [{"id": 1, "lat": 60.17, "lon": 24.93}, {"id": 2, "lat": 60.17, "lon": 24.95}],
-        ...     [{"u": 1, "v": 2, "length_m": 1000.0, "highway": "primary", "maxspeed": "50"}],
+        ...     [{"u": 1, "v": 2, "length_m": 1000.0, "maxspeed": "50"}],
         ... )
         >>> tree = build_tree(graph, 60.17, 24.95)
         >>> round(tree.eta_s(60.17, 24.93), 6)
@@ -156,20 +168,23 @@ class DestinationTree:
         unreachable = ~np.isfinite(eta)
         if unreachable.any():
             logger.warning(
-                "%d of %d snapped pings have no route to the destination (lat=%.6f, lon=%.6f)",
+                "%d of %d snapped pings have no route to the destination "
+                "(lat=%.6f, lon=%.6f)",
                 int(unreachable.sum()), len(eta), self.dest_lat, self.dest_lon,
             )  # fmt: skip
         result[on] = np.where(unreachable, np.nan, eta)
         return result
 
     def eta_for_snap(self, snap: Snap) -> float:
-        """Return the travel time in seconds for one snapped ping; ``inf`` if unreachable.
+        """Return the travel time in seconds for one snapped ping, ``inf`` if unreachable.
 
         The scalar form of `eta_for_snaps`, with the same arithmetic.
         """
         eta = self._eta_on_edge_one(snap.edge, snap.fraction)
         if snap.reverse_edge >= 0:
-            eta = min(eta, self._eta_on_edge_one(snap.reverse_edge, 1.0 - snap.fraction))
+            eta = min(
+                eta, self._eta_on_edge_one(snap.reverse_edge, 1.0 - snap.fraction)
+            )
         return eta
 
     def _eta_on_edge_one(self, edge: int, fraction: float) -> float:
@@ -184,7 +199,9 @@ class DestinationTree:
                 eta = min(eta, (dest_fraction - fraction) * time_s)
         return eta
 
-    def _eta_for(self, edge: IntArray, fraction: FloatArray, reverse: IntArray) -> FloatArray:
+    def _eta_for(
+        self, edge: IntArray, fraction: FloatArray, reverse: IntArray
+    ) -> FloatArray:
         eta = self._eta_on_edge(edge, fraction)
         has_reverse = reverse >= 0
         if has_reverse.any():
@@ -205,7 +222,9 @@ class DestinationTree:
         # on the destination's edge, before the destination: drive straight there
         for dest_edge, dest_fraction in self.dest_positions:
             ahead = (edge == dest_edge) & (fraction <= dest_fraction)
-            eta = np.where(ahead, np.minimum(eta, (dest_fraction - fraction) * time_s), eta)
+            eta = np.where(
+                ahead, np.minimum(eta, (dest_fraction - fraction) * time_s), eta
+            )
         return np.asarray(eta)
 
     def route(
@@ -245,8 +264,16 @@ class DestinationTree:
         kind, edge, fraction, end_fraction = start
         if kind == "along":
             return edge_part(self.graph, edge, fraction, end_fraction)
-        points = edge_part(self.graph, edge, fraction, 1.0) if kind == "edge" else [(snap.lat, snap.lon)]
-        node = int(self.graph.edge_v[edge]) if kind == "edge" else int(self.graph.edge_u[edge])
+        points = (
+            edge_part(self.graph, edge, fraction, 1.0)
+            if kind == "edge"
+            else [(snap.lat, snap.lon)]
+        )
+        node = (
+            int(self.graph.edge_v[edge])
+            if kind == "edge"
+            else int(self.graph.edge_u[edge])
+        )
         return _join(points, self._route_from_node(node))
 
     def _best_start(self, snap: Snap) -> tuple[str, int, float, float] | None:
@@ -260,11 +287,23 @@ class DestinationTree:
             time_s = float(graph.edge_travel_time_s[edge])
             for dest_edge, dest_fraction in self.dest_positions:
                 if edge == dest_edge and fraction <= dest_fraction:
-                    candidates.append(((dest_fraction - fraction) * time_s, "along", edge, fraction, dest_fraction))
+                    candidates.append(
+                        (
+                            (dest_fraction - fraction) * time_s,
+                            "along",
+                            edge,
+                            fraction,
+                            dest_fraction,
+                        )
+                    )
             if fraction == 0.0:
-                candidates.append((float(self.node_eta_s[graph.edge_u[edge]]), "node", edge, 0.0, 0.0))
+                candidates.append(
+                    (float(self.node_eta_s[graph.edge_u[edge]]), "node", edge, 0.0, 0.0)
+                )
             else:
-                remaining = (1.0 - fraction) * time_s + float(self.node_eta_s[graph.edge_v[edge]])
+                remaining = (1.0 - fraction) * time_s + float(
+                    self.node_eta_s[graph.edge_v[edge]]
+                )
                 candidates.append((remaining, "edge", edge, fraction, 1.0))
         best = min(candidates, key=lambda item: item[0])
         if not math.isfinite(best[0]):
@@ -280,10 +319,19 @@ class DestinationTree:
         for _ in range(graph.num_nodes + 1):
             finish = self._finish_at(node)
             edges = graph.out_edge_indices(node)
-            edges = np.array([e for e in edges if int(graph.edge_v[e]) not in visited], dtype=np.int64)
-            via = graph.edge_travel_time_s[edges] + self.node_eta_s[graph.edge_v[edges]] if len(edges) else np.array([])
+            edges = np.array(
+                [e for e in edges if int(graph.edge_v[e]) not in visited],
+                dtype=np.int64,
+            )
+            via = (
+                graph.edge_travel_time_s[edges] + self.node_eta_s[graph.edge_v[edges]]
+                if len(edges)
+                else np.array([])
+            )
             if finish is not None and (len(via) == 0 or finish[0] <= via.min()):
-                node_point = [(float(graph.node_lat[node]), float(graph.node_lon[node]))]
+                node_point = [
+                    (float(graph.node_lat[node]), float(graph.node_lon[node]))
+                ]
                 return _join(points, _join(node_point, finish[1]))
             if len(via) == 0:
                 break
@@ -291,7 +339,9 @@ class DestinationTree:
             points = _join(points, self._edge_points(edge))
             node = int(graph.edge_v[edge])
             visited.add(node)
-        raise RuntimeError("route walk did not reach the destination; the search tree is inconsistent")
+        raise RuntimeError(
+            "route walk did not reach the destination; the search tree is inconsistent"
+        )
 
     def _finish_at(self, node: int) -> tuple[float, list[tuple[float, float]]] | None:
         # fastest way from `node` to the destination without leaving its edge
@@ -346,10 +396,14 @@ def build_tree(
     One Dijkstra search over the reversed graph: O((V + E) log V).
     """
     check_latlon(dest_lat, dest_lon, lat_name="dest_lat", lon_name="dest_lon")
-    snaps = snap_points(graph, [dest_lat], [dest_lon], max_distance_m=max_distance_m, warn=False)
+    snaps = snap_points(
+        graph, [dest_lat], [dest_lon], max_distance_m=max_distance_m, warn=False
+    )
     dest_snap = snaps.row(0)
     if dest_snap is None:
-        raise off_network_error(graph, dest_lat, dest_lon, float(snaps.distance_m[0]), max_distance_m)
+        raise off_network_error(
+            graph, dest_lat, dest_lon, float(snaps.distance_m[0]), max_distance_m
+        )
 
     # virtual node N: reversed edges N -> start of each destination edge
     virtual: dict[int, float] = {}
@@ -357,7 +411,11 @@ def build_tree(
     if dest_snap.reverse_edge >= 0:
         positions.append((dest_snap.reverse_edge, 1.0 - dest_snap.fraction))
     for edge, fraction in positions:
-        _add_virtual(virtual, int(graph.edge_u[edge]), fraction * float(graph.edge_travel_time_s[edge]))
+        _add_virtual(
+            virtual,
+            int(graph.edge_u[edge]),
+            fraction * float(graph.edge_travel_time_s[edge]),
+        )
         if fraction >= 1.0:
             _add_virtual(virtual, int(graph.edge_v[edge]), 0.0)
 
@@ -380,7 +438,9 @@ def _add_virtual(virtual: dict[int, float], node: int, time_s: float) -> None:
     virtual[node] = min(time_s, virtual.get(node, math.inf))
 
 
-def edge_part(graph: RoadGraph, edge: int, start_fraction: float, end_fraction: float) -> list[tuple[float, float]]:
+def edge_part(
+    graph: RoadGraph, edge: int, start_fraction: float, end_fraction: float
+) -> list[tuple[float, float]]:
     """Return the (lat, lon) polyline of an edge between two fractions of its length.
 
     Fractions are measured along the edge's geometry from its start node;
@@ -414,21 +474,34 @@ def point_on_edge(graph: RoadGraph, edge: int, fraction: float) -> tuple[float, 
     """Return the (lat, lon) point at a fraction 0..1 of an edge's geometry."""
     start, stop = int(graph.geom_offsets[edge]), int(graph.geom_offsets[edge + 1])
     cumulative = graph.geom_cum_m[start:stop]
-    return _interpolate(cumulative, graph.geom_lat[start:stop], graph.geom_lon[start:stop], fraction * cumulative[-1])
+    return _interpolate(
+        cumulative,
+        graph.geom_lat[start:stop],
+        graph.geom_lon[start:stop],
+        fraction * cumulative[-1],
+    )
 
 
-def _interpolate(cumulative: FloatArray, lat: FloatArray, lon: FloatArray, along_m: float) -> tuple[float, float]:
-    return float(np.interp(along_m, cumulative, lat)), float(np.interp(along_m, cumulative, lon))
+def _interpolate(
+    cumulative: FloatArray, lat: FloatArray, lon: FloatArray, along_m: float
+) -> tuple[float, float]:
+    return float(np.interp(along_m, cumulative, lat)), float(
+        np.interp(along_m, cumulative, lon)
+    )
 
 
-def _join(points: list[tuple[float, float]], more: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def _join(
+    points: list[tuple[float, float]], more: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
     # append a polyline, dropping its first point when it repeats our last
     if points and more and points[-1] == more[0]:
         return points + more[1:]
     return points + more
 
 
-def shortest_path_nodes(graph: RoadGraph, origin_node: int, dest_node: int) -> list[int]:
+def shortest_path_nodes(
+    graph: RoadGraph, origin_node: int, dest_node: int
+) -> list[int]:
     """Return the node indices of a fastest path between two nodes.
 
     Parameters
@@ -447,10 +520,16 @@ def shortest_path_nodes(graph: RoadGraph, origin_node: int, dest_node: int) -> l
     """
     for name, node in (("origin_node", origin_node), ("dest_node", dest_node)):
         if not 0 <= node < graph.num_nodes:
-            raise IndexError(f"{name} must be within 0..{graph.num_nodes - 1}, got {node}")
+            raise IndexError(
+                f"{name} must be within 0..{graph.num_nodes - 1}, got {node}"
+            )
     indptr, indices, data = graph.forward_csr
-    matrix = sp.csr_array((data, indices, indptr), shape=(graph.num_nodes, graph.num_nodes))
-    times, predecessors = dijkstra(matrix, directed=True, indices=origin_node, return_predecessors=True)
+    matrix = sp.csr_array(
+        (data, indices, indptr), shape=(graph.num_nodes, graph.num_nodes)
+    )
+    times, predecessors = dijkstra(
+        matrix, directed=True, indices=origin_node, return_predecessors=True
+    )
     if not math.isfinite(times[dest_node]):
         raise UnreachableError(origin_node, dest_node)
     path = [dest_node]
@@ -473,7 +552,7 @@ def path_edges(graph: RoadGraph, origin_node: int, dest_node: int) -> list[int]:
     """
     nodes = shortest_path_nodes(graph, origin_node, dest_node)
     edges = []
-    for u, v in zip(nodes[:-1], nodes[1:], strict=True):
+    for u, v in itertools.pairwise(nodes):
         candidates = graph.out_edge_indices(u)
         candidates = candidates[graph.edge_v[candidates] == v]
         edges.append(int(candidates[np.argmin(graph.edge_travel_time_s[candidates])]))
@@ -494,7 +573,10 @@ def random_points_on_graph(
     weights = graph.edge_geom_length_m[streets]
     edges = rng.choice(streets, size=n, p=weights / weights.sum())
     fractions = rng.uniform(0.0, 1.0, size=n)
-    points = [point_on_edge(graph, int(e), float(f)) for e, f in zip(edges, fractions, strict=True)]
+    points = [
+        point_on_edge(graph, int(e), float(f))
+        for e, f in zip(edges, fractions, strict=True)
+    ]
     lats = np.array([p[0] for p in points], dtype=np.float64)
     lons = np.array([p[1] for p in points], dtype=np.float64)
     return lats, lons

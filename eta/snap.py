@@ -23,13 +23,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import shapely
-from scipy.spatial import cKDTree
 
 from eta.errors import OffNetworkError
 from eta.geo import (
@@ -41,6 +39,7 @@ from eta.geo import (
     check_latlon_arrays,
     haversine_m,
 )
+from eta.segments import SegmentIndex
 
 if TYPE_CHECKING:
     from eta.graph import RoadGraph
@@ -69,12 +68,6 @@ NODE_TOLERANCE_M = 0.01
 SWAP_HINT_DISTANCE_M = 100_000.0
 
 METRES_PER_DEGREE_LAT = 111_320.0
-
-# Spacing of the points sampled along segments for the nearest-segment
-# search, and how many sampled neighbours each ping looks at before the
-# search falls back to an exhaustive one.
-SAMPLE_SPACING_M = 10.0
-CANDIDATE_SAMPLES = 8
 
 
 @dataclass(frozen=True)
@@ -149,144 +142,9 @@ class SnapArrays:
         )
 
 
-class SegmentIndex:
-    """Spatial indexes over the straight segments of each street's geometry.
-
-    Two-way streets are indexed once, through their lower-numbered edge.
-    The nearest segment comes from a scipy cKDTree over points sampled
-    every SAMPLE_SPACING_M along each segment: the segment nearest to a ping
-    has a sample within half the spacing of the ping's foot point, so
-    checking every segment with a sample within (best distance + half the
-    spacing) finds it exactly. Rows where the fixed number of sampled
-    neighbours cannot prove that fall back to a shapely STRtree, which also
-    serves the heading search.
-    """
-
-    def __init__(self, graph: RoadGraph) -> None:
-        streets = graph.street_edges
-        starts = graph.geom_offsets[streets]
-        counts = graph.geom_offsets[streets + 1] - starts - 1
-        # segment k of street edge e runs from point geom_offsets[e] + k to the next
-        self.edge = np.repeat(streets, counts)
-        first_of_edge = np.repeat(np.cumsum(counts) - counts, counts)
-        self.start = np.repeat(starts, counts) + np.arange(counts.sum()) - first_of_edge
-        self.ax = graph.geom_x[self.start]
-        self.ay = graph.geom_y[self.start]
-        self.dx = graph.geom_x[self.start + 1] - self.ax
-        self.dy = graph.geom_y[self.start + 1] - self.ay
-        self.length2 = self.dx**2 + self.dy**2
-        coords = np.stack(
-            [np.column_stack((self.ax, self.ay)), np.column_stack((self.ax + self.dx, self.ay + self.dy))],
-            axis=1,
-        )
-        self.tree = shapely.STRtree(shapely.linestrings(coords))
-
-        # samples at both ends and at most SAMPLE_SPACING_M apart in between
-        pieces = np.maximum(np.ceil(np.sqrt(self.length2) / SAMPLE_SPACING_M), 1).astype(np.int64)
-        self.sample_segment = np.repeat(np.arange(len(self.edge)), pieces + 1)
-        first_sample = np.repeat(np.cumsum(pieces + 1) - (pieces + 1), pieces + 1)
-        step = (np.arange(len(self.sample_segment)) - first_sample) / np.repeat(pieces, pieces + 1)
-        sample_x = self.ax[self.sample_segment] + step * self.dx[self.sample_segment]
-        sample_y = self.ay[self.sample_segment] + step * self.dy[self.sample_segment]
-        self.kdtree = cKDTree(np.column_stack((sample_x, sample_y)))
-
-    def nearest(self, x: FloatArray, y: FloatArray, max_distance_m: float) -> tuple[IntArray, IntArray]:
-        """Return (row, segment) for each point with a segment within ``max_distance_m``.
-
-        The segment is the nearest one, and the lowest-numbered among
-        equally near ones, exactly as a search over all segments would give.
-        """
-        samples = len(self.sample_segment)
-        k = min(CANDIDATE_SAMPLES, samples)
-        slack_m = SAMPLE_SPACING_M / 2
-        sample_m, sample = self.kdtree.query(
-            np.column_stack((x, y)), k=k, distance_upper_bound=max_distance_m + slack_m
-        )
-        sample_m, sample = sample_m.reshape(len(x), k), sample.reshape(len(x), k)
-        found = sample < samples
-        segments = self.sample_segment[np.minimum(sample, samples - 1)]
-        _, distance = self.project(segments, x[:, np.newaxis], y[:, np.newaxis])
-        distance = np.where(found, distance, np.inf)
-
-        # best candidate per row: smallest distance, then smallest segment
-        best_m = distance.min(axis=1)
-        tied = distance == best_m[:, np.newaxis]
-        best_segment = np.where(tied, segments, len(self.edge)).min(axis=1)
-
-        # with all k neighbours inside the bound, a closer segment could
-        # hide beyond them: search those rows exhaustively
-        unproven = found[:, -1] & (sample_m[:, -1] <= np.minimum(best_m, max_distance_m) + slack_m)
-        if unproven.any():
-            best_segment[unproven], best_m[unproven] = self._nearest_exhaustive(
-                x[unproven], y[unproven], max_distance_m
-            )
-        hit = best_m <= max_distance_m
-        return np.flatnonzero(hit), best_segment[hit]
-
-    def nearest_one(self, x: float, y: float, max_distance_m: float) -> tuple[int, float] | None:
-        """Scalar form of `nearest`: (segment, distance) or None, with the same result."""
-        samples = len(self.sample_segment)
-        k = min(CANDIDATE_SAMPLES, samples)
-        slack_m = SAMPLE_SPACING_M / 2
-        sample_m, sample = self.kdtree.query((x, y), k=k, distance_upper_bound=max_distance_m + slack_m)
-        sample_m = np.atleast_1d(sample_m).tolist()
-        sample = np.atleast_1d(sample).tolist()
-        best: tuple[float, int] = (math.inf, -1)
-        for found in sample:
-            if found < samples:
-                segment = int(self.sample_segment[found])
-                best = min(best, (self.project_one(segment, x, y)[1], segment))
-        if sample[-1] < samples and sample_m[-1] <= min(best[0], max_distance_m) + slack_m:
-            best = (math.inf, -1)
-            for segment in self.tree.query(shapely.Point(x, y), predicate="dwithin", distance=max_distance_m):
-                best = min(best, (self.project_one(int(segment), x, y)[1], int(segment)))
-        if best[0] > max_distance_m:
-            return None
-        return best[1], best[0]
-
-    def _nearest_exhaustive(self, x: FloatArray, y: FloatArray, max_distance_m: float) -> tuple[IntArray, FloatArray]:
-        pairs = self.tree.query(shapely.points(x, y), predicate="dwithin", distance=max_distance_m)
-        segment = np.zeros(len(x), dtype=np.int64)
-        best_m = np.full(len(x), np.inf)
-        if pairs.shape[1]:
-            _, distance = self.project(pairs[1], x[pairs[0]], y[pairs[0]])
-            order = np.lexsort((pairs[1], distance, pairs[0]))
-            inputs = pairs[0][order]
-            first = np.concatenate(([True], inputs[1:] != inputs[:-1]))
-            segment[inputs[first]] = pairs[1][order][first]
-            best_m[inputs[first]] = distance[order][first]
-        return segment, best_m
-
-    def __len__(self) -> int:
-        return int(self.edge.shape[0])
-
-    def project(self, segments: IntArray, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Return the clamped position 0..1 along each segment and the distance to it."""
-        length2 = self.length2[segments]
-        dx, dy = self.dx[segments], self.dy[segments]
-        ax, ay = self.ax[segments], self.ay[segments]
-        dot = (x - ax) * dx + (y - ay) * dy
-        t = np.minimum(np.maximum(dot / np.where(length2 > 0, length2, 1.0), 0.0), 1.0)
-        t = np.where(length2 > 0, t, 0.0)
-        off_x = x - (ax + t * dx)
-        off_y = y - (ay + t * dy)
-        return t, np.sqrt(off_x * off_x + off_y * off_y)
-
-    @cached_property
-    def _segment_rows(self) -> list[tuple[float, float, float, float, float]]:
-        # Python floats per segment: the scalar path avoids numpy scalars
-        return list(zip(*(a.tolist() for a in (self.ax, self.ay, self.dx, self.dy, self.length2)), strict=True))
-
-    def project_one(self, segment: int, x: float, y: float) -> tuple[float, float]:
-        """Scalar form of `project`, with the same floating-point operations."""
-        ax, ay, dx, dy, length2 = self._segment_rows[segment]
-        t = min(max(((x - ax) * dx + (y - ay) * dy) / length2, 0.0), 1.0) if length2 > 0 else 0.0
-        off_x = x - (ax + t * dx)
-        off_y = y - (ay + t * dy)
-        return t, math.sqrt(off_x * off_x + off_y * off_y)
-
-
-def usable_heading_deg(heading_deg: float | None, speed_mps: float | None) -> float | None:
+def usable_heading_deg(
+    heading_deg: float | None, speed_mps: float | None
+) -> float | None:
     """Return the heading if the device moves fast enough for it to mean anything.
 
     Receivers often report a heading of 0 while standing still, so the
@@ -350,31 +208,47 @@ def snap_point(
     # a ping outside the graph's box plus the snapping distance cannot snap
     box_distance_m = _box_distance_m(graph, lat, lon, max_distance_m)
     if box_distance_m is not None:
-        logger.warning("%s", off_network_message(graph, lat, lon, box_distance_m, max_distance_m))
+        logger.warning(
+            "%s", off_network_message(graph, lat, lon, box_distance_m, max_distance_m)
+        )
         return None
 
     x, y = graph.transformer.transform(lon, lat)
     index: SegmentIndex = graph.segment_index
     nearest = index.nearest_one(x, y, max_distance_m)
     if nearest is None:
-        logger.warning("%s", off_network_message(graph, lat, lon, math.nan, max_distance_m))
+        logger.warning(
+            "%s", off_network_message(graph, lat, lon, math.nan, max_distance_m)
+        )
         return None
 
     segment, nearest_m = nearest
     forward = True
     if heading is not None:
         point = shapely.Point(x, y)
-        segment, forward = _choose_one_by_heading(graph, index, point, x, y, heading, nearest_m)
+        segment, forward = _choose_one_by_heading(
+            graph, index, point, x, y, heading, nearest_m
+        )
     t, distance_m = index.project_one(segment, x, y)
-    return _make_snap(graph, index, segment, t, distance_m, forward, fixed=heading is not None)
+    return _make_snap(
+        graph, index, segment, t, distance_m, forward, fixed=heading is not None
+    )
 
 
 def _check_max_distance(max_distance_m: float) -> None:
-    if not (isinstance(max_distance_m, (int, float)) and math.isfinite(max_distance_m) and max_distance_m > 0):
-        raise ValueError(f"max_distance_m must be a positive number, got {max_distance_m!r}")
+    if not (
+        isinstance(max_distance_m, (int, float))
+        and math.isfinite(max_distance_m)
+        and max_distance_m > 0
+    ):
+        raise ValueError(
+            f"max_distance_m must be a positive number, got {max_distance_m!r}"
+        )
 
 
-def _box_distance_m(graph: RoadGraph, lat: float, lon: float, margin_m: float) -> float | None:
+def _box_distance_m(
+    graph: RoadGraph, lat: float, lon: float, margin_m: float
+) -> float | None:
     # distance to the graph's bounding box when the point lies beyond the
     # box plus the margin, else None
     south, west, north, east = graph.bounds
@@ -383,7 +257,9 @@ def _box_distance_m(graph: RoadGraph, lat: float, lon: float, margin_m: float) -
         margin_lon = margin_m / (METRES_PER_DEGREE_LAT * _cos_max_lat(graph))
         if west - margin_lon <= lon <= east + margin_lon:
             return None
-    outside, distance_m = _outside_bounds(graph, np.array([lat]), np.array([lon]), margin_m)
+    outside, distance_m = _outside_bounds(
+        graph, np.array([lat]), np.array([lon]), margin_m
+    )
     return float(distance_m[0]) if outside[0] else None
 
 
@@ -402,7 +278,9 @@ def _choose_one_by_heading(
     nearest_m: float,
 ) -> tuple[int, bool]:
     # scalar form of _choose_by_heading: lowest (cost, segment, forward first)
-    candidates = index.tree.query(point, predicate="dwithin", distance=nearest_m + HEADING_SEARCH_SLACK_M)
+    candidates = index.tree.query(
+        point, predicate="dwithin", distance=nearest_m + HEADING_SEARCH_SLACK_M
+    )
     best: tuple[float, int, int] | None = None
     for seg in sorted(int(c) for c in candidates):
         _, distance = index.project_one(seg, x, y)
@@ -411,7 +289,12 @@ def _choose_one_by_heading(
         if graph.edge_reverse[index.edge[seg]] >= 0:
             options.append((1, bearing + 180.0))
         for order, direction in options:
-            cost = distance + HEADING_PENALTY_M * float(angle_difference_deg(direction, heading)) / 180
+            cost = (
+                distance
+                + HEADING_PENALTY_M
+                * float(angle_difference_deg(direction, heading))
+                / 180
+            )
             if best is None or (cost, seg, order) < best:
                 best = (cost, seg, order)
     assert best is not None
@@ -431,7 +314,9 @@ def _make_snap(
     # scalar form of _fill
     edge = int(index.edge[segment])
     start = int(index.start[segment])
-    along_m = float(graph.geom_cum_m[start]) + t * math.sqrt(float(index.length2[segment]))
+    along_m = float(graph.geom_cum_m[start]) + t * math.sqrt(
+        float(index.length2[segment])
+    )
     geom_length_m = float(graph.edge_geom_length_m[edge])
     fraction = min(max(along_m / geom_length_m, 0.0), 1.0) if geom_length_m > 0 else 0.0
     if along_m <= NODE_TOLERANCE_M:
@@ -520,7 +405,9 @@ def _usable_headings(
         return np.full(n, np.nan)
     heading = np.broadcast_to(np.asarray(headings_deg, dtype=np.float64), (n,))
     speed = np.broadcast_to(np.asarray(speeds_mps, dtype=np.float64), (n,))
-    usable = np.isfinite(heading) & np.isfinite(speed) & (speed >= MIN_HEADING_SPEED_MPS)
+    usable = (
+        np.isfinite(heading) & np.isfinite(speed) & (speed >= MIN_HEADING_SPEED_MPS)
+    )
     return np.where(usable, heading % 360.0, np.nan)
 
 
@@ -549,11 +436,15 @@ def _outside_bounds(
         | (lon < west - margin_lon)
         | (lon > east + margin_lon)
     )
-    distance_m = haversine_m(lat, lon, np.clip(lat, south, north), np.clip(lon, west, east))
+    distance_m = haversine_m(
+        lat, lon, np.clip(lat, south, north), np.clip(lon, west, east)
+    )
     return outside, distance_m
 
 
-def _swap_plausible(graph: RoadGraph, lat: FloatArray, lon: FloatArray) -> npt.NDArray[np.bool_]:
+def _swap_plausible(
+    graph: RoadGraph, lat: FloatArray, lon: FloatArray
+) -> npt.NDArray[np.bool_]:
     # the point with lat and lon exchanged lies inside the graph's box
     south, west, north, east = graph.bounds
     return np.asarray((lon >= south) & (lon <= north) & (lat >= west) & (lat <= east))
@@ -581,7 +472,9 @@ def _snap_rows(
     # moving pings: re-choose among nearby segments and both directions
     moving = np.isfinite(headings[local])
     if moving.any():
-        chosen = _choose_by_heading(graph, index, points, x, y, headings, local[moving], distance[moving])
+        chosen = _choose_by_heading(
+            graph, index, points, x, y, headings, local[moving], distance[moving]
+        )
         segment[moving], forward[moving] = chosen
         edge = index.edge[segment]
         t, distance = index.project(segment, x[local], y[local])
@@ -610,15 +503,23 @@ def _choose_by_heading(
 
     # each candidate segment offers its forward direction, and the reverse
     # direction when the street is two-way
-    cost_forward = distance + HEADING_PENALTY_M * angle_difference_deg(bearing, headings[inputs]) / 180
+    cost_forward = (
+        distance
+        + HEADING_PENALTY_M * angle_difference_deg(bearing, headings[inputs]) / 180
+    )
     cost_reverse = np.where(
         two_way,
-        distance + HEADING_PENALTY_M * angle_difference_deg(bearing + 180.0, headings[inputs]) / 180,
+        distance
+        + HEADING_PENALTY_M
+        * angle_difference_deg(bearing + 180.0, headings[inputs])
+        / 180,
         np.inf,
     )
     all_inputs = np.concatenate((inputs, inputs))
     all_segments = np.concatenate((segments, segments))
-    all_forward = np.concatenate((np.ones(len(inputs), bool), np.zeros(len(inputs), bool)))
+    all_forward = np.concatenate(
+        (np.ones(len(inputs), bool), np.zeros(len(inputs), bool))
+    )
     cost = np.concatenate((cost_forward, cost_reverse))
     order = np.lexsort((all_segments, cost, all_inputs))
     all_inputs = all_inputs[order]
@@ -646,7 +547,11 @@ def _fill(
     along_m = graph.geom_cum_m[start] + t * np.sqrt(index.length2[segment])
     geom_length_m = graph.edge_geom_length_m[edge]
     safe_length_m = np.where(geom_length_m > 0, geom_length_m, 1.0)
-    fraction = np.where(geom_length_m > 0, np.minimum(np.maximum(along_m / safe_length_m, 0.0), 1.0), 0.0)
+    fraction = np.where(
+        geom_length_m > 0,
+        np.minimum(np.maximum(along_m / safe_length_m, 0.0), 1.0),
+        0.0,
+    )
     fraction = np.where(along_m <= NODE_TOLERANCE_M, 0.0, fraction)
     fraction = np.where(geom_length_m - along_m <= NODE_TOLERANCE_M, 1.0, fraction)
 
@@ -659,8 +564,12 @@ def _fill(
     out.fraction[rows] = fraction
     out.offset_m[rows] = fraction * graph.edge_length_m[chosen_edge]
     out.distance_m[rows] = distance
-    out.lat[rows] = graph.geom_lat[start] + t * (graph.geom_lat[start + 1] - graph.geom_lat[start])
-    out.lon[rows] = graph.geom_lon[start] + t * (graph.geom_lon[start + 1] - graph.geom_lon[start])
+    out.lat[rows] = graph.geom_lat[start] + t * (
+        graph.geom_lat[start + 1] - graph.geom_lat[start]
+    )
+    out.lon[rows] = graph.geom_lon[start] + t * (
+        graph.geom_lon[start + 1] - graph.geom_lon[start]
+    )
 
 
 def off_network_message(
@@ -668,12 +577,21 @@ def off_network_message(
 ) -> str:
     """Return the message for a point that did not snap, with a swap hint if plausible."""
     south, west, north, east = graph.bounds
-    message = f"point (lat={lat:.6f}, lon={lon:.6f}) is more than {max_distance_m:g} m from any drivable road"
+    message = (
+        f"point (lat={lat:.6f}, lon={lon:.6f}) is more than {max_distance_m:g} m "
+        "from any drivable road"
+    )
     if math.isfinite(distance_m) and distance_m > max_distance_m:
-        away = f"{distance_m:,.0f} m" if distance_m < 10_000 else f"{distance_m / 1000:,.0f} km"
+        away = (
+            f"{distance_m:,.0f} m"
+            if distance_m < 10_000
+            else f"{distance_m / 1000:,.0f} km"
+        )
         message += f": it lies {away} outside the road graph's bounding box"
     swapped_inside = bool(_swap_plausible(graph, np.array([lat]), np.array([lon]))[0])
-    if swapped_inside or (math.isfinite(distance_m) and distance_m > SWAP_HINT_DISTANCE_M):
+    if swapped_inside or (
+        math.isfinite(distance_m) and distance_m > SWAP_HINT_DISTANCE_M
+    ):
         message += (
             f" (south={south:.4f}, west={west:.4f}, north={north:.4f}, east={east:.4f}); "
             "lat and lon may be swapped: coordinates are (lat, lon)"
@@ -688,11 +606,17 @@ def off_network_error(
     message = off_network_message(graph, lat, lon, distance_m, max_distance_m)
     swapped = bool(_swap_plausible(graph, np.array([lat]), np.array([lon]))[0])
     known = distance_m if math.isfinite(distance_m) else None
-    return OffNetworkError(lat, lon, known, max_distance_m, message, possible_swap=swapped)
+    return OffNetworkError(
+        lat, lon, known, max_distance_m, message, possible_swap=swapped
+    )
 
 
 def _warn_off_network(
-    graph: RoadGraph, lat: FloatArray, lon: FloatArray, out: SnapArrays, max_distance_m: float
+    graph: RoadGraph,
+    lat: FloatArray,
+    lon: FloatArray,
+    out: SnapArrays,
+    max_distance_m: float,
 ) -> None:
     missed = np.flatnonzero(out.off_network)
     first = int(missed[0])
@@ -701,5 +625,11 @@ def _warn_off_network(
         len(missed),
         len(lat),
         first,
-        off_network_message(graph, float(lat[first]), float(lon[first]), float(out.distance_m[first]), max_distance_m),
+        off_network_message(
+            graph,
+            float(lat[first]),
+            float(lon[first]),
+            float(out.distance_m[first]),
+            max_distance_m,
+        ),
     )

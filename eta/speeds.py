@@ -311,7 +311,11 @@ def _parse_implicit(text: str, country: str | None) -> ParsedMaxspeed:
 
 
 def _bounded(speed_kph: float) -> ParsedMaxspeed:
-    if not math.isfinite(speed_kph) or speed_kph <= 0 or speed_kph > IMPLAUSIBLE_SPEED_KPH:
+    if (
+        not math.isfinite(speed_kph)
+        or speed_kph <= 0
+        or speed_kph > IMPLAUSIBLE_SPEED_KPH
+    ):
         return ParsedMaxspeed(None, known=False)
     return ParsedMaxspeed(min(max(speed_kph, MIN_SPEED_KPH), MAX_SPEED_KPH), known=True)
 
@@ -367,7 +371,9 @@ class EdgeSpeed(NamedTuple):
     unknown_values: tuple[str, ...]
 
 
-def edge_speed_kph(maxspeed: Any, highway: Any, country: str | None = None) -> EdgeSpeed:
+def edge_speed_kph(
+    maxspeed: Any, highway: Any, country: str | None = None
+) -> EdgeSpeed:
     """Choose an edge's speed from its ``maxspeed`` and highway type.
 
     Parameters

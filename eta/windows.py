@@ -23,6 +23,7 @@ can keep them in Redis.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -134,8 +135,12 @@ class ErrorModel:
         halflife_trips: float | None = DEFAULT_HALFLIFE_TRIPS,
     ) -> None:
         self.bin_edges_s = tuple(float(edge) for edge in bin_edges_s)
-        if not self.bin_edges_s or any(b <= a for a, b in zip((0.0, *self.bin_edges_s), self.bin_edges_s)):
-            raise ValueError(f"bin_edges_s must be positive and increasing, got {self.bin_edges_s}")
+        if not self.bin_edges_s or any(
+            b <= a for a, b in itertools.pairwise((0.0, *self.bin_edges_s))
+        ):
+            raise ValueError(
+                f"bin_edges_s must be positive and increasing, got {self.bin_edges_s}"
+            )
         _check_positive("shift_s", shift_s)
         _check_positive("prior_sigma", prior_sigma)
         _check_positive("prior_weight", prior_weight)
@@ -178,17 +183,25 @@ class ErrorModel:
             ("predicted_remaining_s", predicted_remaining_s),
             ("actual_remaining_s", actual_remaining_s),
         ):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+            if not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(
+                    f"{name} must be a non-negative finite number, got {value!r}"
+                )
         index = self._bin_of(predicted_remaining_s)
-        ratio = math.log((actual_remaining_s + self.shift_s) / (predicted_remaining_s + self.shift_s))
+        ratio = math.log(
+            (actual_remaining_s + self.shift_s) / (predicted_remaining_s + self.shift_s)
+        )
         if self.halflife_trips is not None:
             self.counts[index] *= 0.5 ** (1.0 / self.halflife_trips)
         self.counts[index, _cell_of(ratio)] += 1.0
         self.observations[index] += 1
         self._knot_cache.clear()
 
-    def interval_s(self, eta_s: float, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+    def interval_s(
+        self, eta_s: float, confidence: float = DEFAULT_CONFIDENCE
+    ) -> tuple[float, float]:
         """Return the (low, high) remaining time in seconds at a confidence.
 
         Parameters
@@ -205,8 +218,12 @@ class ErrorModel:
             ``eta_s - low_s`` and ``high_s - eta_s`` non-decreasing in
             ``eta_s``.
         """
-        if not (isinstance(eta_s, (int, float)) and math.isfinite(eta_s) and eta_s >= 0):
-            raise ValueError(f"eta_s must be a non-negative finite number, got {eta_s!r}")
+        if not (
+            isinstance(eta_s, (int, float)) and math.isfinite(eta_s) and eta_s >= 0
+        ):
+            raise ValueError(
+                f"eta_s must be a non-negative finite number, got {eta_s!r}"
+            )
         below_knots, above_knots = self._knot_widths(confidence)
         below = _width_at(eta_s, self.knots_s, below_knots, self.shift_s)
         above = _width_at(eta_s, self.knots_s, above_knots, self.shift_s)
@@ -226,13 +243,17 @@ class ErrorModel:
 
     def _knot_widths(self, confidence: float) -> tuple[FloatArray, FloatArray]:
         if not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
-            raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
+            raise ValueError(
+                f"confidence must be strictly between 0 and 1, got {confidence!r}"
+            )
         cached = self._knot_cache.get(confidence)
         if cached is not None:
             return cached
 
         # quantiles of the log ratio per bin, from prior plus observations
-        histogram = self.prior_weight * _normal_cell_mass(self.prior_sigma) + self.counts
+        histogram = (
+            self.prior_weight * _normal_cell_mass(self.prior_sigma) + self.counts
+        )
         low_ratio = _quantiles(histogram, (1.0 - confidence) / 2)
         high_ratio = _quantiles(histogram, (1.0 + confidence) / 2)
 
@@ -257,7 +278,8 @@ class ErrorModel:
             "log_ratio_grid": [LOG_RATIO_MIN, LOG_RATIO_MAX, LOG_RATIO_CELLS],
             "observations": self.observations.tolist(),
             "counts": [
-                [[int(cell), float(row[cell])] for cell in np.flatnonzero(row)] for row in self.counts
+                [[int(cell), float(row[cell])] for cell in np.flatnonzero(row)]
+                for row in self.counts
             ],
         }
 
@@ -272,10 +294,18 @@ class ErrorModel:
         """
         if state.get("version") != MODEL_STATE_VERSION:
             raise ValueError(
-                f"error model state version must be {MODEL_STATE_VERSION}, got {state.get('version')!r}"
+                f"error model state version must be {MODEL_STATE_VERSION}, "
+                f"got {state.get('version')!r}"
             )
-        if state.get("log_ratio_grid") != [LOG_RATIO_MIN, LOG_RATIO_MAX, LOG_RATIO_CELLS]:
-            raise ValueError(f"error model state has another histogram grid: {state.get('log_ratio_grid')!r}")
+        if state.get("log_ratio_grid") != [
+            LOG_RATIO_MIN,
+            LOG_RATIO_MAX,
+            LOG_RATIO_CELLS,
+        ]:
+            raise ValueError(
+                "error model state has another histogram grid: "
+                f"{state.get('log_ratio_grid')!r}"
+            )
         model = cls(
             bin_edges_s=state["bin_edges_s"],
             shift_s=state["shift_s"],
@@ -304,7 +334,9 @@ def _cell_of(ratio: float) -> int:
 def _normal_cell_mass(sigma: float) -> FloatArray:
     # probability of each histogram cell under Normal(0, sigma)
     edges = np.linspace(LOG_RATIO_MIN, LOG_RATIO_MAX, LOG_RATIO_CELLS + 1)
-    cdf = np.array([0.5 * (1.0 + math.erf(edge / (sigma * math.sqrt(2.0)))) for edge in edges])
+    cdf = np.array(
+        [0.5 * (1.0 + math.erf(edge / (sigma * math.sqrt(2.0)))) for edge in edges]
+    )
     mass = np.diff(cdf)
     return np.asarray(mass / mass.sum())
 
@@ -319,7 +351,9 @@ def _quantiles(histogram: FloatArray, q: float) -> FloatArray:
     return np.array([np.interp(q, row, edges) for row in cumulative])
 
 
-def _width_at(eta_s: float, knots_s: FloatArray, widths: FloatArray, shift_s: float) -> float:
+def _width_at(
+    eta_s: float, knots_s: FloatArray, widths: FloatArray, shift_s: float
+) -> float:
     # linear between knots; outside them, proportional to eta + shift
     if eta_s <= knots_s[0]:
         return float(widths[0] * (eta_s + shift_s) / (knots_s[0] + shift_s))
@@ -364,7 +398,11 @@ class WindowSmoother:
     confidence: float = DEFAULT_CONFIDENCE
 
     def update(
-        self, now_t: float, eta_s: float, model: ErrorModel, confidence: float = DEFAULT_CONFIDENCE
+        self,
+        now_t: float,
+        eta_s: float,
+        model: ErrorModel,
+        confidence: float = DEFAULT_CONFIDENCE,
     ) -> ArrivalWindow:
         """Return the smoothed window for an ETA given at Unix time ``now_t``."""
         return self.smooth(model.window(now_t, eta_s, confidence), now_t)
@@ -386,14 +424,18 @@ class WindowSmoother:
         if elapsed_s > self.reset_after_s or raw.confidence != self.confidence:
             return self._accept(raw, now_t)
         if elapsed_s < 0:
-            return ArrivalWindow(self.earliest_t, self.latest_t, self.confidence, self.arrival_t)
+            return ArrivalWindow(
+                self.earliest_t, self.latest_t, self.confidence, self.arrival_t
+            )
         if not (self.earliest_t <= raw.arrival_t <= self.latest_t):
             return self._accept(raw, now_t)
 
         # move each end toward the raw window, limited by the elapsed time
         alpha = 1.0 - math.exp(-elapsed_s / self.time_constant_s)
         limit_s = self.max_rate * elapsed_s
-        earliest = self.earliest_t + _clamp(alpha * (raw.earliest_t - self.earliest_t), limit_s)
+        earliest = self.earliest_t + _clamp(
+            alpha * (raw.earliest_t - self.earliest_t), limit_s
+        )
         latest = self.latest_t + _clamp(alpha * (raw.latest_t - self.latest_t), limit_s)
         earliest = max(earliest, now_t)
         latest = max(latest, earliest)
@@ -403,7 +445,11 @@ class WindowSmoother:
 
     def _accept(self, raw: ArrivalWindow, now_t: float) -> ArrivalWindow:
         self.earliest_t, self.latest_t = raw.earliest_t, raw.latest_t
-        self.updated_t, self.arrival_t, self.confidence = now_t, raw.arrival_t, raw.confidence
+        self.updated_t, self.arrival_t, self.confidence = (
+            now_t,
+            raw.arrival_t,
+            raw.confidence,
+        )
         return raw
 
     def to_dict(self) -> dict[str, Any]:
@@ -481,4 +527,6 @@ def measure_coverage(pairs: Iterable[tuple[ArrivalWindow, float]]) -> Coverage:
     late = sum(1 for window, arrival in items if arrival > window.latest_t)
     covered = len(items) - early - late
     widths = [window.width_s for window, _ in items]
-    return Coverage(len(items), covered, early, late, covered / len(items), float(np.mean(widths)))
+    return Coverage(
+        len(items), covered, early, late, covered / len(items), float(np.mean(widths))
+    )

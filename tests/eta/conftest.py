@@ -72,16 +72,27 @@ def make_grid_graph(rows: int, cols: int, seed: int) -> nx.MultiDiGraph:
     spacing_deg = 0.002
     for r in range(rows):
         for c in range(cols):
-            G.add_node(r * cols + c + 1, y=60.0 + r * spacing_deg, x=24.0 + c * spacing_deg * 2)
+            G.add_node(
+                r * cols + c + 1, y=60.0 + r * spacing_deg, x=24.0 + c * spacing_deg * 2
+            )
 
     def add(u: int, v: int) -> None:
         length_m = float(rng.uniform(150, 250))
-        G.add_edge(u, v, length=length_m, travel_time=float(length_m / rng.uniform(5, 20)), highway="residential")
+        G.add_edge(
+            u,
+            v,
+            length=length_m,
+            travel_time=float(length_m / rng.uniform(5, 20)),
+            highway="residential",
+        )
 
     for r in range(rows):
         for c in range(cols):
             node = r * cols + c + 1
-            for neighbour in (node + 1 if c + 1 < cols else None, node + cols if r + 1 < rows else None):
+            for neighbour in (
+                node + 1 if c + 1 < cols else None,
+                node + cols if r + 1 < rows else None,
+            ):
                 if neighbour is None:
                     continue
                 direction = rng.uniform()
@@ -111,10 +122,19 @@ def grid(grid_osmnx: nx.MultiDiGraph) -> RoadGraph:
     return compile_graph(grid_osmnx, source_hash="grid")
 
 
-def write_osm_xml(path: Path, nodes: list[tuple[int, float, float]], ways: list[tuple[int, list[int], dict[str, str]]]) -> Path:
+def write_osm_xml(
+    path: Path,
+    nodes: list[tuple[int, float, float]],
+    ways: list[tuple[int, list[int], dict[str, str]]],
+) -> Path:
     """Write a small OSM XML file of (id, lat, lon) nodes and (id, refs, tags) ways."""
-    lines = ["<?xml version='1.0' encoding='UTF-8'?>", '<osm version="0.6" generator="tests">']
-    lines += [f'<node id="{i}" lat="{lat}" lon="{lon}" version="1"/>' for i, lat, lon in nodes]
+    lines = [
+        "<?xml version='1.0' encoding='UTF-8'?>",
+        '<osm version="0.6" generator="tests">',
+    ]
+    lines += [
+        f'<node id="{i}" lat="{lat}" lon="{lon}" version="1"/>' for i, lat, lon in nodes
+    ]
     for way_id, refs, tags in ways:
         lines.append(f'<way id="{way_id}" version="1">')
         lines += [f'<nd ref="{ref}"/>' for ref in refs]
@@ -131,7 +151,11 @@ def small_town_osm(path: Path, *, extra_lat: float = 0.0) -> Path:
     ``extra_lat`` moves one corner node, to make files with other bytes.
     """
     nodes = [
-        (r * 3 + c + 1, 60.17 + r * 0.002 + (extra_lat if r == c == 2 else 0.0), 24.93 + c * 0.004)
+        (
+            r * 3 + c + 1,
+            60.17 + r * 0.002 + (extra_lat if r == c == 2 else 0.0),
+            24.93 + c * 0.004,
+        )
         for r in range(3)
         for c in range(3)
     ]

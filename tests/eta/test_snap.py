@@ -24,7 +24,10 @@ METRES_PER_DEGREE_LAT = 111_195.0
 
 
 def two_way(u: int, v: int, length_m: float, **tags: Any) -> list[dict[str, Any]]:
-    return [dict(u=u, v=v, length_m=length_m, **tags), dict(u=v, v=u, length_m=length_m, **tags)]
+    return [
+        dict(u=u, v=v, length_m=length_m, **tags),
+        dict(u=v, v=u, length_m=length_m, **tags),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,9 @@ def divided_road() -> RoadGraph:
 
 
 def test_snap_node_has_zero_distance(helsinki: RoadGraph) -> None:
-    snap = snap_point(helsinki, float(helsinki.node_lat[3]), float(helsinki.node_lon[3]))
+    snap = snap_point(
+        helsinki, float(helsinki.node_lat[3]), float(helsinki.node_lon[3])
+    )
     assert snap is not None
     assert snap.distance_m == 0.0
     assert 3 in (helsinki.edge_u[snap.edge], helsinki.edge_v[snap.edge])
@@ -84,7 +89,9 @@ def test_snap_two_way_without_heading_keeps_both(street: RoadGraph) -> None:
     assert snap.reverse_edge >= 0
 
 
-def test_snap_far_ping_is_off_network(street: RoadGraph, caplog: pytest.LogCaptureFixture) -> None:
+def test_snap_far_ping_is_off_network(
+    street: RoadGraph, caplog: pytest.LogCaptureFixture
+) -> None:
     lat = 60.0 + 500 / METRES_PER_DEGREE_LAT
     with caplog.at_level(logging.WARNING, logger="eta.snap"):
         snap = snap_point(street, lat, 24.01)
@@ -93,7 +100,9 @@ def test_snap_far_ping_is_off_network(street: RoadGraph, caplog: pytest.LogCaptu
 
 
 def test_snap_far_ping_within_larger_limit(street: RoadGraph) -> None:
-    snap = snap_point(street, 60.0 + 500 / METRES_PER_DEGREE_LAT, 24.01, max_distance_m=1000.0)
+    snap = snap_point(
+        street, 60.0 + 500 / METRES_PER_DEGREE_LAT, 24.01, max_distance_m=1000.0
+    )
     assert snap is not None
     assert snap.distance_m == pytest.approx(500.0, rel=1e-2)
 
@@ -105,9 +114,13 @@ def test_snap_batch_marks_off_network_rows(street: RoadGraph) -> None:
     assert math.isnan(snaps.fraction[1])
 
 
-def test_snap_swapped_ping_hints_swap(load_case: Callable[[str], dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+def test_snap_swapped_ping_hints_swap(
+    load_case: Callable[[str], dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
     case = load_case("09-lat-lon-swapped.json")
-    graph = road_graph_from_tables(case["input"]["graph"]["nodes"], case["input"]["graph"]["edges"])
+    graph = road_graph_from_tables(
+        case["input"]["graph"]["nodes"], case["input"]["graph"]["edges"]
+    )
     ping = case["input"]["pings"][1]
     with caplog.at_level(logging.WARNING, logger="eta.snap"):
         snap = snap_point(graph, ping["lat"], ping["lon"])
@@ -116,19 +129,29 @@ def test_snap_swapped_ping_hints_swap(load_case: Callable[[str], dict[str, Any]]
     assert "km outside the road graph's bounding box" in caplog.text
 
 
-def test_snap_swapped_batch_flags_swap(load_case: Callable[[str], dict[str, Any]]) -> None:
+def test_snap_swapped_batch_flags_swap(
+    load_case: Callable[[str], dict[str, Any]],
+) -> None:
     case = load_case("09-lat-lon-swapped.json")
-    graph = road_graph_from_tables(case["input"]["graph"]["nodes"], case["input"]["graph"]["edges"])
+    graph = road_graph_from_tables(
+        case["input"]["graph"]["nodes"], case["input"]["graph"]["edges"]
+    )
     pings = case["input"]["pings"]
-    snaps = snap_points(graph, [p["lat"] for p in pings], [p["lon"] for p in pings], warn=False)
+    snaps = snap_points(
+        graph, [p["lat"] for p in pings], [p["lon"] for p in pings], warn=False
+    )
     assert snaps.off_network.tolist() == [False, True]
     assert snaps.possible_swap.tolist() == [False, True]
     assert snaps.distance_m[1] > 3_000_000
 
 
-def test_snap_case_control_ping_on_corner(load_case: Callable[[str], dict[str, Any]]) -> None:
+def test_snap_case_control_ping_on_corner(
+    load_case: Callable[[str], dict[str, Any]],
+) -> None:
     case = load_case("09-lat-lon-swapped.json")
-    graph = road_graph_from_tables(case["input"]["graph"]["nodes"], case["input"]["graph"]["edges"])
+    graph = road_graph_from_tables(
+        case["input"]["graph"]["nodes"], case["input"]["graph"]["edges"]
+    )
     ping = case["input"]["pings"][0]
     snap = snap_point(graph, ping["lat"], ping["lon"])
     assert snap is not None
@@ -146,7 +169,9 @@ def test_snap_case_control_ping_on_corner(load_case: Callable[[str], dict[str, A
         (60.1, float("inf"), "lon must be a finite number, got inf"),
     ],
 )
-def test_snap_rejects_bad_coordinates(street: RoadGraph, lat: float, lon: float, message: str) -> None:
+def test_snap_rejects_bad_coordinates(
+    street: RoadGraph, lat: float, lon: float, message: str
+) -> None:
     with pytest.raises(InvalidCoordinateError) as info:
         snap_point(street, lat, lon)
     assert str(info.value) == message
@@ -154,7 +179,9 @@ def test_snap_rejects_bad_coordinates(street: RoadGraph, lat: float, lon: float,
 
 
 def test_snap_batch_names_bad_index(street: RoadGraph) -> None:
-    with pytest.raises(InvalidCoordinateError, match=r"lats\[1\] must be within -90..90, got 95.0"):
+    with pytest.raises(
+        InvalidCoordinateError, match=r"lats\[1\] must be within -90..90, got 95.0"
+    ):
         snap_points(street, [60.0, 95.0], [24.0, 24.0])
 
 
@@ -164,7 +191,9 @@ def test_snap_batch_rejects_unequal_lengths(street: RoadGraph) -> None:
 
 
 def test_snap_rejects_non_positive_distance(street: RoadGraph) -> None:
-    with pytest.raises(ValueError, match="max_distance_m must be a positive number, got 0.0"):
+    with pytest.raises(
+        ValueError, match=r"max_distance_m must be a positive number, got 0\.0"
+    ):
         snap_point(street, 60.0, 24.01, max_distance_m=0.0)
 
 
@@ -181,29 +210,49 @@ def test_snap_rejects_non_positive_distance(street: RoadGraph) -> None:
         (float("nan"), 5.0, None),
     ],
 )
-def test_usable_heading(heading_deg: float | None, speed_mps: float | None, expected: float | None) -> None:
+def test_usable_heading(
+    heading_deg: float | None, speed_mps: float | None, expected: float | None
+) -> None:
     assert usable_heading_deg(heading_deg, speed_mps) == expected
 
 
-def test_snap_case_stationary_heading_ignored(load_case: Callable[[str], dict[str, Any]]) -> None:
+def test_snap_case_stationary_heading_ignored(
+    load_case: Callable[[str], dict[str, Any]],
+) -> None:
     case = load_case("22-speed-zero-with-heading.json")
-    graph = road_graph_from_tables(case["input"]["graph"]["nodes"], case["input"]["graph"]["edges"])
+    graph = road_graph_from_tables(
+        case["input"]["graph"]["nodes"], case["input"]["graph"]["edges"]
+    )
     snaps = []
     for variant in case["input"]["variants"]:
         ping = variant["ping"]
         snaps.append(
-            snap_point(graph, ping["lat"], ping["lon"], heading_deg=ping["heading"], speed_mps=ping["speed"])
+            snap_point(
+                graph,
+                ping["lat"],
+                ping["lon"],
+                heading_deg=ping["heading"],
+                speed_mps=ping["speed"],
+            )
         )
     assert snaps[0] is not None
     assert snaps[0].reverse_edge >= 0
     assert snaps[1:] == snaps[:1] * 2
 
 
-@pytest.mark.parametrize(("heading_deg", "eastbound"), [(90.0, True), (80.0, True), (270.0, False), (200.0, False)])
-def test_snap_moving_heading_picks_direction(street: RoadGraph, heading_deg: float, eastbound: bool) -> None:
+@pytest.mark.parametrize(
+    ("heading_deg", "eastbound"),
+    [(90.0, True), (80.0, True), (270.0, False), (200.0, False)],
+)
+def test_snap_moving_heading_picks_direction(
+    street: RoadGraph, heading_deg: float, eastbound: bool
+) -> None:
     snap = snap_point(street, 60.0001, 24.005, heading_deg=heading_deg, speed_mps=8.0)
     assert snap is not None
-    goes_east = street.node_lon[street.edge_v[snap.edge]] > street.node_lon[street.edge_u[snap.edge]]
+    goes_east = (
+        street.node_lon[street.edge_v[snap.edge]]
+        > street.node_lon[street.edge_u[snap.edge]]
+    )
     assert bool(goes_east) is eastbound
     assert snap.reverse_edge == -1
 
@@ -220,7 +269,9 @@ def test_snap_divided_road_follows_heading(divided_road: RoadGraph) -> None:
     # 5 m from the westbound carriageway, 10 m from the eastbound one
     lat = 60.0 + 10 / METRES_PER_DEGREE_LAT
     nearest = snap_point(divided_road, lat, 24.01)
-    heading_east = snap_point(divided_road, lat, 24.01, heading_deg=90.0, speed_mps=12.0)
+    heading_east = snap_point(
+        divided_road, lat, 24.01, heading_deg=90.0, speed_mps=12.0
+    )
     assert nearest is not None and heading_east is not None
     assert divided_road.node_osmid[divided_road.edge_u[nearest.edge]] == 3
     assert divided_road.node_osmid[divided_road.edge_u[heading_east.edge]] == 1
@@ -246,14 +297,23 @@ def test_snap_random_points_on_streets_have_zero_distance(helsinki: RoadGraph) -
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.floats(60.160, 60.183), st.floats(24.930, 24.958), st.floats(0, 360), st.floats(0, 3)),
+        st.tuples(
+            st.floats(60.160, 60.183),
+            st.floats(24.930, 24.958),
+            st.floats(0, 360),
+            st.floats(0, 3),
+        ),
         min_size=1,
         max_size=8,
     )
 )
-def test_snap_points_equals_snap_point(helsinki: RoadGraph, pings: list[tuple[float, float, float, float]]) -> None:
+def test_snap_points_equals_snap_point(
+    helsinki: RoadGraph, pings: list[tuple[float, float, float, float]]
+) -> None:
     lats, lons, headings, speeds = (list(column) for column in zip(*pings, strict=True))
-    batch = snap_points(helsinki, lats, lons, headings_deg=headings, speeds_mps=speeds, warn=False)
+    batch = snap_points(
+        helsinki, lats, lons, headings_deg=headings, speeds_mps=speeds, warn=False
+    )
     for i, (lat, lon, heading, speed) in enumerate(pings):
         single = snap_point(helsinki, lat, lon, heading_deg=heading, speed_mps=speed)
         assert batch.row(i) == single

@@ -66,7 +66,20 @@ def test_parse_maxspeed_value(value: str, expected_kph: float) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["none", "signals", "variable", "DE:motorway", "foo", "", "0", "-30", "70100", "XX:nowhere", None, 50],
+    [
+        "none",
+        "signals",
+        "variable",
+        "DE:motorway",
+        "foo",
+        "",
+        "0",
+        "-30",
+        "70100",
+        "XX:nowhere",
+        None,
+        50,
+    ],
 )
 def test_parse_maxspeed_no_limit(value: Any) -> None:
     assert parse_maxspeed(value) is None
@@ -83,14 +96,31 @@ def test_parse_maxspeed_prefix_beats_country() -> None:
 @given(st.text(max_size=30))
 def test_parse_maxspeed_any_text_in_range(value: str) -> None:
     speed = parse_maxspeed(value)
-    assert speed is None or (math.isfinite(speed) and MIN_SPEED_KPH <= speed <= MAX_SPEED_KPH)
+    assert speed is None or (
+        math.isfinite(speed) and MIN_SPEED_KPH <= speed <= MAX_SPEED_KPH
+    )
 
 
 maxspeed_like = st.lists(
     st.one_of(
-        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(lambda x: f"{x:g}"),
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(
+            lambda x: f"{x:g}"
+        ),
         st.integers(min_value=0, max_value=10**9).map(str),
-        st.sampled_from(["mph", "km/h", "knots", "none", "walk", "FI:urban", "XX:zone99", "|", ";", " "]),
+        st.sampled_from(
+            [
+                "mph",
+                "km/h",
+                "knots",
+                "none",
+                "walk",
+                "FI:urban",
+                "XX:zone99",
+                "|",
+                ";",
+                " ",
+            ]
+        ),
     ),
     min_size=1,
     max_size=6,
@@ -98,12 +128,18 @@ maxspeed_like = st.lists(
 
 
 @given(maxspeed_like, st.sampled_from([None, "FI", "DE", "RU", "GB", "ZZ"]))
-def test_parse_maxspeed_structured_text_in_range(value: str, country: str | None) -> None:
+def test_parse_maxspeed_structured_text_in_range(
+    value: str, country: str | None
+) -> None:
     speed = parse_maxspeed(value, country)
-    assert speed is None or (math.isfinite(speed) and MIN_SPEED_KPH <= speed <= MAX_SPEED_KPH)
+    assert speed is None or (
+        math.isfinite(speed) and MIN_SPEED_KPH <= speed <= MAX_SPEED_KPH
+    )
 
 
-@pytest.mark.parametrize(("highway", "expected_kph"), sorted(HIGHWAY_SPEEDS_KPH.items()))
+@pytest.mark.parametrize(
+    ("highway", "expected_kph"), sorted(HIGHWAY_SPEEDS_KPH.items())
+)
 def test_default_speed_per_highway(highway: str, expected_kph: float) -> None:
     assert default_speed_kph(highway) == expected_kph
 
@@ -144,7 +180,9 @@ def test_infer_country(values: list[str], expected: str | None) -> None:
     assert infer_country(values) == expected
 
 
-def test_assign_speeds_warns_once_per_unknown_value(caplog: pytest.LogCaptureFixture) -> None:
+def test_assign_speeds_warns_once_per_unknown_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     G = nx.MultiDiGraph()
     for i in range(50):
         G.add_edge(i, i + 1, highway="primary", maxspeed="fast")
@@ -166,13 +204,20 @@ def test_assign_speeds_counts_tags() -> None:
     assert (summary.edges, summary.tagged_edges, summary.parsed_edges) == (3, 2, 1)
 
 
-def _single_edge_cases(load_case: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
+def _single_edge_cases(
+    load_case: Callable[[str], dict[str, Any]],
+) -> list[dict[str, Any]]:
     case = load_case("14-maxspeed-multi-and-implicit-values.json")
     expected = {item["maxspeed"]: item for item in case["expected"]["per_value"]}
-    return [dict(graph=item["graph"], **expected[item["maxspeed"]]) for item in case["input"]["single_edge_graphs"]]
+    return [
+        dict(graph=item["graph"], **expected[item["maxspeed"]])
+        for item in case["input"]["single_edge_graphs"]
+    ]
 
 
-def test_case_maxspeed_values_give_expected_speed(load_case: Callable[[str], dict[str, Any]]) -> None:
+def test_case_maxspeed_values_give_expected_speed(
+    load_case: Callable[[str], dict[str, Any]],
+) -> None:
     for item in _single_edge_cases(load_case):
         graph = road_graph_from_tables(item["graph"]["nodes"], item["graph"]["edges"])
         speed_kph = float(graph.edge_speed_kph[0])
@@ -183,7 +228,9 @@ def test_case_maxspeed_values_give_expected_speed(load_case: Callable[[str], dic
         assert low <= speed_kph <= high, item["maxspeed"]
 
 
-def test_case_maxspeed_values_give_expected_eta(load_case: Callable[[str], dict[str, Any]]) -> None:
+def test_case_maxspeed_values_give_expected_eta(
+    load_case: Callable[[str], dict[str, Any]],
+) -> None:
     for item in _single_edge_cases(load_case):
         nodes = item["graph"]["nodes"]
         graph = road_graph_from_tables(nodes, item["graph"]["edges"])
@@ -200,7 +247,13 @@ def test_case_maxspeed_values_give_expected_eta(load_case: Callable[[str], dict[
 def test_case_unknown_value_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     nodes = [{"id": i, "lat": 60.17, "lon": 24.93 + i * 0.001} for i in range(30)]
     edges = [
-        {"u": i, "v": i + 1, "length_m": 55.0, "highway": "primary", "maxspeed": "signals; foo"}
+        {
+            "u": i,
+            "v": i + 1,
+            "length_m": 55.0,
+            "highway": "primary",
+            "maxspeed": "signals; foo",
+        }
         for i in range(29)
     ]
     with caplog.at_level(logging.WARNING, logger="eta.speeds"):

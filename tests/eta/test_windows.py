@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -32,7 +33,9 @@ def calibrated(observations: list[tuple[float, float]]) -> ErrorModel:
     return model
 
 
-def synthetic_trips(rng: np.random.Generator, n: int, bias: float, sigma: float) -> list[tuple[float, float]]:
+def synthetic_trips(
+    rng: np.random.Generator, n: int, bias: float, sigma: float
+) -> list[tuple[float, float]]:
     """Trips whose actual time is the prediction times a log-normal factor."""
     predicted = rng.uniform(60, 3000, n)
     actual = (predicted + 30) * np.exp(rng.normal(math.log(bias), sigma, n)) - 30
@@ -41,7 +44,9 @@ def synthetic_trips(rng: np.random.Generator, n: int, bias: float, sigma: float)
 
 @settings(max_examples=80, deadline=None)
 @given(trips, st.floats(0, 20_000), st.floats(0.05, 0.99))
-def test_window_contains_prediction(observations: list[tuple[float, float]], eta_s: float, confidence: float) -> None:
+def test_window_contains_prediction(
+    observations: list[tuple[float, float]], eta_s: float, confidence: float
+) -> None:
     window = calibrated(observations).window(1_000_000.0, eta_s, confidence)
     assert window.earliest_t <= window.arrival_t <= window.latest_t
     assert window.arrival_t == 1_000_000.0 + eta_s
@@ -49,7 +54,9 @@ def test_window_contains_prediction(observations: list[tuple[float, float]], eta
 
 @settings(max_examples=80, deadline=None)
 @given(trips, st.floats(0, 20_000), st.floats(0, 20_000))
-def test_window_narrows_as_eta_shrinks(observations: list[tuple[float, float]], eta_a: float, eta_b: float) -> None:
+def test_window_narrows_as_eta_shrinks(
+    observations: list[tuple[float, float]], eta_a: float, eta_b: float
+) -> None:
     model = calibrated(observations)
     shorter, longer = sorted((eta_a, eta_b))
     low_short, high_short = model.interval_s(shorter)
@@ -87,7 +94,10 @@ def test_calibrated_coverage_near_confidence() -> None:
     print(f"seed={SEED}")
     rng = np.random.default_rng(SEED)
     model = calibrated(synthetic_trips(rng, 3000, bias=1.25, sigma=0.3))
-    pairs = [(model.window(0.0, p), a) for p, a in synthetic_trips(rng, 3000, bias=1.25, sigma=0.3)]
+    pairs = [
+        (model.window(0.0, p), a)
+        for p, a in synthetic_trips(rng, 3000, bias=1.25, sigma=0.3)
+    ]
     coverage = measure_coverage(pairs)
     assert 0.74 <= coverage.rate <= 0.88
 
@@ -95,7 +105,10 @@ def test_calibrated_coverage_near_confidence() -> None:
 def test_prior_coverage_poor_on_biased_trips() -> None:
     # the same trips without calibration: the prior misses most late arrivals
     rng = np.random.default_rng(SEED)
-    pairs = [(ErrorModel().window(0.0, p), a) for p, a in synthetic_trips(rng, 3000, bias=1.25, sigma=0.3)]
+    pairs = [
+        (ErrorModel().window(0.0, p), a)
+        for p, a in synthetic_trips(rng, 3000, bias=1.25, sigma=0.3)
+    ]
     coverage = measure_coverage(pairs)
     assert coverage.rate < 0.6
     assert coverage.late > coverage.early
@@ -128,11 +141,21 @@ def test_model_rejects_other_version() -> None:
 @pytest.mark.parametrize(
     ("predicted", "actual", "message"),
     [
-        (-1.0, 10.0, "predicted_remaining_s must be a non-negative finite number, got -1.0"),
-        (10.0, float("nan"), "actual_remaining_s must be a non-negative finite number, got nan"),
+        (
+            -1.0,
+            10.0,
+            "predicted_remaining_s must be a non-negative finite number, got -1.0",
+        ),
+        (
+            10.0,
+            float("nan"),
+            "actual_remaining_s must be a non-negative finite number, got nan",
+        ),
     ],
 )
-def test_observe_rejects_bad_times(predicted: float, actual: float, message: str) -> None:
+def test_observe_rejects_bad_times(
+    predicted: float, actual: float, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         ErrorModel().observe(predicted, actual)
 
@@ -144,7 +167,9 @@ def test_window_rejects_bad_confidence(confidence: float) -> None:
 
 
 def test_window_rejects_negative_eta() -> None:
-    with pytest.raises(ValueError, match="eta_s must be a non-negative finite number, got -5.0"):
+    with pytest.raises(
+        ValueError, match=r"eta_s must be a non-negative finite number, got -5\.0"
+    ):
         ErrorModel().window(0.0, -5.0)
 
 
@@ -158,7 +183,9 @@ def test_halflife_forgets_old_trips() -> None:
     assert high_s < 1400.0
 
 
-def drive(smoother: WindowSmoother, model: ErrorModel, etas: list[float], step_s: float) -> list[ArrivalWindow]:
+def drive(
+    smoother: WindowSmoother, model: ErrorModel, etas: list[float], step_s: float
+) -> list[ArrivalWindow]:
     return [smoother.update(i * step_s, eta, model) for i, eta in enumerate(etas)]
 
 
@@ -174,7 +201,7 @@ def test_smoother_contains_prediction(etas: list[float], step_s: float) -> None:
 @given(st.lists(st.floats(0, 5000), min_size=2, max_size=40), st.floats(1, 60))
 def test_smoother_limits_moves_inside_window(etas: list[float], step_s: float) -> None:
     windows = drive(WindowSmoother(max_rate=1.0), ErrorModel(), etas, step_s)
-    for i, (old, new) in enumerate(zip(windows, windows[1:], strict=False)):
+    for i, (old, new) in enumerate(itertools.pairwise(windows)):
         if old.contains(new.arrival_t) and new.earliest_t > (i + 1) * step_s:
             assert abs(new.earliest_t - old.earliest_t) <= step_s + 1e-6
             assert abs(new.latest_t - old.latest_t) <= step_s + 1e-6
@@ -182,7 +209,9 @@ def test_smoother_limits_moves_inside_window(etas: list[float], step_s: float) -
 
 def test_smoother_steady_eta_keeps_window_steady() -> None:
     # a contractor on schedule: the ETA falls by 10 s every 10 s
-    windows = drive(WindowSmoother(), ErrorModel(), [1200.0 - 10.0 * i for i in range(60)], 10.0)
+    windows = drive(
+        WindowSmoother(), ErrorModel(), [1200.0 - 10.0 * i for i in range(60)], 10.0
+    )
     latest = [w.latest_t for w in windows]
     assert max(np.diff(latest)) <= 10.0
     assert windows[-1].width_s < windows[0].width_s
@@ -215,8 +244,15 @@ def test_smoother_roundtrip_through_json() -> None:
 
 def test_coverage_counts() -> None:
     window = ArrivalWindow(100.0, 200.0, 0.8, 150.0)
-    coverage = measure_coverage([(window, 50.0), (window, 100.0), (window, 200.0), (window, 250.0)])
-    assert (coverage.count, coverage.covered, coverage.early, coverage.late) == (4, 2, 1, 1)
+    coverage = measure_coverage(
+        [(window, 50.0), (window, 100.0), (window, 200.0), (window, 250.0)]
+    )
+    assert (coverage.count, coverage.covered, coverage.early, coverage.late) == (
+        4,
+        2,
+        1,
+        1,
+    )
     assert coverage.rate == 0.5
     assert coverage.mean_width_s == 100.0
 
