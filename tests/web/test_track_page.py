@@ -31,7 +31,9 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
 
 
-def create_shared_job(api: Api, dispatch: bool = True) -> tuple[str, str, str]:
+def create_shared_job(
+    api: Api, dispatch: bool = True, link_ttl_s: float | None = None
+) -> tuple[str, str, str]:
     """Create a contractor and a job, share the job, and return (job id, device token, share token)."""
     contractor_id = unique_name("c")
     job_id = unique_name("j")
@@ -49,7 +51,8 @@ def create_shared_job(api: Api, dispatch: bool = True) -> tuple[str, str, str]:
     if dispatch:
         response = api.post(f"/v1/jobs/{job_id}/dispatch")
         assert response.status_code == 200, response.text
-    response = api.post(f"/v1/jobs/{job_id}/share")
+    params = {"ttl_s": link_ttl_s} if link_ttl_s is not None else {}
+    response = api.client.post(f"/v1/jobs/{job_id}/share", params=params)
     assert response.status_code == 201, response.text
     return job_id, device_token, response.json()["token"]
 
@@ -121,4 +124,18 @@ async def test_track_page_unknown_link(web_server: ServerProcess, phone_page: An
     notice = page.get_by_test_id("notice")
     await expect(notice).to_be_visible(timeout=WAIT_MS)
     await expect(notice).to_contain_text("not found")
+    assert phone_page.errors == []
+
+
+async def test_track_page_link_expires_while_open(
+    web_server: ServerProcess, web_api: Api, phone_page: Any
+) -> None:
+    _, _, share_token = create_shared_job(web_api, link_ttl_s=3.0)
+    page = phone_page.page
+    await page.goto(f"{web_server.base_url}/track/{share_token}")
+    current_step = page.locator("[data-testid=status] [aria-current=step]")
+    await expect(current_step).to_have_text("On the way", timeout=WAIT_MS)
+
+    notice = page.get_by_test_id("notice")
+    await expect(notice).to_contain_text("expired", timeout=WAIT_MS)
     assert phone_page.errors == []
