@@ -118,11 +118,25 @@ function askForKey(message = "") {
   ui.keyInput.focus();
 }
 
-function rejectKey(error) {
+/** Stop the live feed, forget the key and clear what the page showed with it. */
+function signOut() {
   stopLive();
   sessionStorage.removeItem(KEY_STORAGE_NAME);
   state.key = null;
+  for (const contractorId of [...state.markers.keys()]) {
+    removeContractor(contractorId);
+  }
+  state.jobs = new Map();
+  renderJobs();
+  drawHexes([]);
+  state.nearbyLayer.clearLayers();
+  ui.nearby.replaceChildren(element("p", "hint", "Click the map to list the nearest contractors."));
   ui.connection.textContent = "Signed out";
+  delete ui.connection.dataset.state;
+}
+
+function rejectKey(error) {
+  signOut();
   askForKey(`Sign-in failed: ${error.message}. Enter a valid API key.`);
 }
 
@@ -225,7 +239,11 @@ function removeContractor(contractorId) {
 }
 
 async function loadFleet() {
+  const key = state.key;
   const fleet = await apiGet("/v1/fleet");
+  if (state.key !== key) {
+    return; // signed out while the request ran
+  }
   const seen = new Set();
   for (const feature of fleet.features) {
     const [lon, lat] = feature.geometry.coordinates;
@@ -298,10 +316,11 @@ async function refreshHeatmap() {
     return;
   }
   state.heatmapBusy = true;
+  const key = state.key;
   const res = ui.heatRes.value;
   try {
     const body = await apiGet(`/v1/fleet/heatmap?res=${encodeURIComponent(res)}&format=cells`);
-    if (String(body.res) === ui.heatRes.value) {
+    if (state.key === key && String(body.res) === ui.heatRes.value) {
       drawHexes(body.cells);
       ui.heatError.textContent = "";
     }
@@ -442,7 +461,11 @@ function focusJob(jobId) {
 }
 
 async function loadJobs() {
+  const key = state.key;
   const body = await apiGet("/v1/jobs");
+  if (state.key !== key) {
+    return; // signed out while the request ran
+  }
   // Jobs that closed since the last load stay listed with their status.
   const fresh = new Map(body.jobs.map((job) => [job.id, job]));
   for (const [jobId, job] of state.jobs) {
@@ -638,10 +661,7 @@ function wireControls() {
     begin(key);
   });
   ui.forgetKey.addEventListener("click", () => {
-    stopLive();
-    sessionStorage.removeItem(KEY_STORAGE_NAME);
-    state.key = null;
-    ui.connection.textContent = "Signed out";
+    signOut();
     askForKey();
   });
   ui.heatRes.addEventListener("change", refreshHeatmap);

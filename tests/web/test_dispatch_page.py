@@ -147,3 +147,25 @@ async def test_dispatch_page_rejects_bad_key(
     stored = await page.evaluate("sessionStorage.getItem('enroute.apiKey')")
     assert stored is None
     assert desktop_page.errors == []
+
+
+async def test_dispatch_page_signs_out(
+    web_server: ServerProcess,
+    web_api: Api,
+    web_org: tuple[str, str],
+    desktop_page: Any,
+) -> None:
+    token = web_api.contractor(unique_name("c"))
+    await send_ping(web_server, token, *STARTS[0])
+    page = desktop_page.page
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+    await page.wait_for_function("() => window.enrouteDispatch.markers.size === 1", timeout=WAIT_MS)
+
+    await page.get_by_role("button", name="Sign out").click()
+
+    await expect(page.get_by_test_id("key-form")).to_be_visible(timeout=WAIT_MS)
+    markers = await page.evaluate("window.enrouteDispatch.markers.size")
+    stored = await page.evaluate("sessionStorage.getItem('enroute.apiKey')")
+    assert markers == 0
+    assert stored is None
+    assert desktop_page.errors == []
