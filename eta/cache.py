@@ -2,8 +2,9 @@
 
 A cached graph is a ``.enroute-graph-<key>.npz`` file. The key hashes the
 SHA-256 of the source file's bytes together with the graph format version,
-the speed table version and the country used for speeds, so any change to
-the data or to the modelling makes a new key and the next load rebuilds.
+the speed table version and the country used for speeds. Any change to the
+data or to the modelling therefore makes a new key, and the next load
+rebuilds.
 
 By default the cache sits next to the source. When that folder is
 read-only, it goes to ``$XDG_CACHE_HOME/enroute/graphs`` (by default

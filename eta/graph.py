@@ -1,6 +1,6 @@
 """Compact road graph: numpy arrays compiled from an osmnx graph.
 
-A `RoadGraph` holds a directed drivable street network as flat arrays:
+A `RoadGraph` stores a directed drivable street network as flat arrays:
 nodes with (lat, lon) and projected (x, y) metres, edges sorted by their
 start node (so the edges leaving node ``n`` are ``out_offsets[n]`` up to
 ``out_offsets[n + 1]``), the reverse adjacency, and each edge's polyline
@@ -287,9 +287,9 @@ def compile_graph(
     Parameters
     ----------
     G
-        Graph in osmnx's format and CRS EPSG:4326: nodes with ``x`` (lon) and
-        ``y`` (lat); edges with ``length`` (m) and ``travel_time`` (s), and
-        optionally ``geometry`` (a shapely LineString in lon/lat),
+        Graph in osmnx's format and CRS EPSG:4326. Nodes need ``x`` (lon)
+        and ``y`` (lat). Edges need ``length`` (m) and ``travel_time`` (s),
+        and may have ``geometry`` (a shapely LineString in lon/lat),
         ``highway`` and ``osmid``. Edges without geometry are straight.
     source_hash
         Content hash of the data the graph came from.

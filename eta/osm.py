@@ -42,9 +42,9 @@ DRIVE_EXCLUDED_TAG_PATTERNS: dict[str, re.Pattern[str]] = {
     ),
 }
 
-# Highway values kept at all. osmnx's filter only drops listed values, so
-# values such as "trail" or "crossing" (both in the bundled Helsinki extract)
-# would otherwise enter the car network; this allow-list is stricter.
+# Highway values kept at all. This allow-list is stricter than osmnx, whose
+# filter only drops listed values, so that values such as "trail" or
+# "crossing" (both in the bundled Helsinki extract) stay out of the car network.
 DRIVABLE_HIGHWAYS: frozenset[str] = frozenset(HIGHWAY_SPEEDS_KPH) | {"road"}
 
 # Tags whose values may carry implicit speed limits such as "FI:urban",

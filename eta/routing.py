@@ -2,10 +2,10 @@
 
 For each destination (a job site), `build_tree` runs one reverse
 one-to-all Dijkstra search (scipy.sparse.csgraph) on the reversed graph.
-The destination usually lies partway along an edge, so the search starts
-from a virtual node joined to the start of each edge the site snapped to
-(both directions of a two-way street) with the travel time of the part of
-the edge up to the site. The result is every node's travel time to the
+The destination usually lies partway along an edge. The search therefore
+starts from a virtual node, joined to the start of each edge the site
+snapped to (both directions of a two-way street). Each join weighs the
+travel time of the part of that edge up to the site. The result is every node's travel time to the
 site; a ping's ETA is then the remaining part of its own edge plus a
 lookup, or the direct time along the edge when the ping is on the site's
 edge ahead of it.
@@ -381,7 +381,7 @@ def build_tree(
     Returns
     -------
     DestinationTree
-        Answers ETA and route queries from pings.
+        Computes ETAs and routes from pings to the destination.
 
     Raises
     ------

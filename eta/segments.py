@@ -30,10 +30,10 @@ class SegmentIndex:
 
     Two-way streets are indexed once, through their lower-numbered edge.
     The nearest segment comes from a scipy cKDTree over points sampled
-    every SAMPLE_SPACING_M along each segment: the segment nearest to a ping
-    has a sample within half the spacing of the ping's foot point, so
-    checking every segment with a sample within (best distance + half the
-    spacing) finds it exactly. Rows where the fixed number of sampled
+    every SAMPLE_SPACING_M along each segment. The segment nearest to a ping
+    has a sample within half the spacing of the ping's foot point. Checking
+    every segment with a sample within (best distance + half the spacing)
+    therefore finds it exactly. Rows where the fixed number of sampled
     neighbours cannot prove that fall back to a shapely STRtree, which also
     serves the heading search.
     """

@@ -8,8 +8,8 @@ as a fraction and as metres from its start, and the distance from the ping.
 A two-way street is two directed edges on one geometry. Without a usable
 heading both directions stay possible: `Snap.edge` is one of them and
 `Snap.reverse_edge` the other, and routing takes the faster. With a heading
-from a moving device (speed of at least 0.5 m/s) the direction that fits
-the heading is chosen; a stationary device's heading is ignored, because
+from a moving device (speed of at least 0.5 m/s), the direction that fits
+the heading is chosen. A stationary device's heading is ignored, because
 receivers report a heading of 0 while standing still.
 
 Every public function takes coordinates in the order (lat, lon), in degrees.
@@ -106,7 +106,7 @@ class SnapArrays:
     """Snaps of a batch of pings, one row per ping.
 
     Off-network rows have ``edge == -1`` and NaN in the float fields, except
-    ``distance_m``, which holds the distance to the graph's bounding box for
+    ``distance_m``, which contains the distance to the graph's bounding box for
     pings outside it (NaN otherwise).
     """
 

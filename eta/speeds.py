@@ -3,8 +3,8 @@
 Most OSM extracts tag ``maxspeed`` on few ways (one edge in a thousand in
 some towns), so the speed of most edges comes from a default per highway
 type. osmnx's ``add_edge_speeds`` would instead give untagged edges the mean
-of the tagged edges of the same type, which lets a handful of tags set the
-speed of a whole town; this module replaces that step.
+of the tagged edges of the same type, so a handful of tags could set the
+speed of a whole town. This module replaces that step.
 
 Speeds are used as edge weights without a further reduction: a tagged limit
 is taken as the driving speed, and the defaults for untagged roads are

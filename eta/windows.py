@@ -35,8 +35,8 @@ from eta.geo import FloatArray
 
 DEFAULT_CONFIDENCE = 0.8
 
-# Upper edges of the bins of predicted remaining time, in seconds; a last,
-# open bin holds longer predictions.
+# Upper edges of the bins of predicted remaining time, in seconds. A last,
+# open bin contains longer predictions.
 DEFAULT_BIN_EDGES_S = (120.0, 300.0, 600.0, 1200.0, 2400.0, 4800.0)
 
 # Shift in seconds added to predicted and actual times before taking their
@@ -366,10 +366,10 @@ def _width_at(
 class WindowSmoother:
     """Keep a job's displayed window steady from ping to ping.
 
-    Each edge of the window moves toward the new raw window by exponential
-    smoothing with time constant ``time_constant_s``, and by at most
-    ``max_rate`` seconds per second of elapsed time, as long as the new
-    predicted arrival stays inside the current window. When the prediction
+    While the new predicted arrival stays inside the current window, each
+    end of the window moves toward the new raw window by exponential
+    smoothing with time constant ``time_constant_s``. It moves by at most
+    ``max_rate`` seconds per second of elapsed time. When the prediction
     leaves the window, the window moves to the new raw window at once. The
     smoothed window always contains the predicted arrival, and never starts
     before the current time.
