@@ -92,7 +92,7 @@ class DestinationTree:
         speed_mps: float | None = None,
         max_distance_m: float = DEFAULT_MAX_DISTANCE_M,
     ) -> float | None:
-        """Return the fastest travel time in seconds from a ping to the destination.
+        """Compute the fastest travel time in seconds from a ping to the destination.
 
         Parameters
         ----------
@@ -144,7 +144,7 @@ class DestinationTree:
         speeds_mps: npt.ArrayLike | None = None,
         max_distance_m: float = DEFAULT_MAX_DISTANCE_M,
     ) -> FloatArray:
-        """Return travel times in seconds from many pings to the destination.
+        """Compute travel times in seconds from many pings to the destination.
 
         Takes (lat, lon) arrays like `eta.snap.snap_points`. Entries are NaN
         for pings off the network or with no route; one WARNING summarises
@@ -157,7 +157,7 @@ class DestinationTree:
         return self.eta_for_snaps(snaps)
 
     def eta_for_snaps(self, snaps: SnapArrays) -> FloatArray:
-        """Return travel times in seconds for pings already snapped with `snap_points`.
+        """Compute travel times in seconds for pings already snapped with `snap_points`.
 
         Snapping once and querying several trees (a contractor with several
         jobs) saves the snapping cost. NaN marks off-network or unreachable.
@@ -176,7 +176,7 @@ class DestinationTree:
         return result
 
     def eta_for_snap(self, snap: Snap) -> float:
-        """Return the travel time in seconds for one snapped ping, ``inf`` if unreachable.
+        """Compute the travel time in seconds for one snapped ping, ``inf`` if unreachable.
 
         The scalar form of `eta_for_snaps`, with the same arithmetic.
         """
@@ -236,7 +236,7 @@ class DestinationTree:
         speed_mps: float | None = None,
         max_distance_m: float = DEFAULT_MAX_DISTANCE_M,
     ) -> list[tuple[float, float]] | None:
-        """Return the fastest route from a ping to the destination as (lat, lon) points.
+        """Find the fastest route from a ping to the destination as (lat, lon) points.
 
         The polyline starts at the ping's snapped point, follows each edge's
         geometry, and ends at the destination's snapped point. Its travel
@@ -502,7 +502,7 @@ def _join(
 def shortest_path_nodes(
     graph: RoadGraph, origin_node: int, dest_node: int
 ) -> list[int]:
-    """Return the node indices of a fastest path between two nodes.
+    """Find the node indices of a fastest path between two nodes.
 
     Parameters
     ----------
@@ -539,7 +539,7 @@ def shortest_path_nodes(
 
 
 def path_edges(graph: RoadGraph, origin_node: int, dest_node: int) -> list[int]:
-    """Return the edge indices of a fastest path between two nodes, in driving order.
+    """Find the edge indices of a fastest path between two nodes, in driving order.
 
     Between two consecutive nodes the fastest parallel edge is taken. Use
     ``graph.edge_polyline``, ``graph.edge_travel_time_s`` and
@@ -562,7 +562,7 @@ def path_edges(graph: RoadGraph, origin_node: int, dest_node: int) -> list[int]:
 def random_points_on_graph(
     graph: RoadGraph, n: int, rng: np.random.Generator
 ) -> tuple[FloatArray, FloatArray]:
-    """Return ``n`` random (lat, lon) points on the streets, uniform by length.
+    """Draw ``n`` random (lat, lon) points on the streets, uniform by length.
 
     Returns
     -------
