@@ -272,6 +272,7 @@ def _read_raw_graph(
         return G, _country_from_edges(G)
 
     if resolved.kind == "place":
+        # NOTE: this path needs the Overpass API, so the tests never run it.
         assert resolved.place is not None
         G = ox.graph_from_place(
             resolved.place, network_type="drive", simplify=False, retain_all=True
