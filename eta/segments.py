@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 SAMPLE_SPACING_M = 10.0
 CANDIDATE_SAMPLES = 8
 
+# Added to the radius of the exhaustive search, so that segments whose
+# distance GEOS rounds differently from numpy are still compared.
+TIE_MARGIN_M = 1e-3
+
 
 class SegmentIndex:
     """Spatial indexes over the straight segments of each street's geometry.
@@ -99,13 +103,13 @@ class SegmentIndex:
         best_segment = np.where(tied, segments, len(self.edge)).min(axis=1)
 
         # with all k neighbours inside the bound, a closer segment could
-        # hide beyond them: search those rows exhaustively
-        unproven = found[:, -1] & (
-            sample_m[:, -1] <= np.minimum(best_m, max_distance_m) + slack_m
-        )
+        # hide beyond them: search those rows exhaustively, within the best
+        # distance found so far
+        radius_m = np.minimum(best_m, max_distance_m)
+        unproven = found[:, -1] & (sample_m[:, -1] <= radius_m + slack_m)
         if unproven.any():
             best_segment[unproven], best_m[unproven] = self._nearest_exhaustive(
-                x[unproven], y[unproven], max_distance_m
+                x[unproven], y[unproven], radius_m[unproven] + TIE_MARGIN_M
             )
         hit = best_m <= max_distance_m
         return np.flatnonzero(hit), best_segment[hit]
@@ -127,13 +131,13 @@ class SegmentIndex:
             if found < samples:
                 segment = int(self.sample_segment[found])
                 best = min(best, (self.project_one(segment, x, y)[1], segment))
-        if (
-            sample[-1] < samples
-            and sample_m[-1] <= min(best[0], max_distance_m) + slack_m
-        ):
+        radius_m = min(best[0], max_distance_m)
+        if sample[-1] < samples and sample_m[-1] <= radius_m + slack_m:
             best = (math.inf, -1)
             for segment in self.tree.query(
-                shapely.Point(x, y), predicate="dwithin", distance=max_distance_m
+                shapely.Point(x, y),
+                predicate="dwithin",
+                distance=radius_m + TIE_MARGIN_M,
             ):
                 best = min(
                     best, (self.project_one(int(segment), x, y)[1], int(segment))
@@ -143,10 +147,10 @@ class SegmentIndex:
         return best[1], best[0]
 
     def _nearest_exhaustive(
-        self, x: FloatArray, y: FloatArray, max_distance_m: float
+        self, x: FloatArray, y: FloatArray, radius_m: FloatArray
     ) -> tuple[IntArray, FloatArray]:
         pairs = self.tree.query(
-            shapely.points(x, y), predicate="dwithin", distance=max_distance_m
+            shapely.points(x, y), predicate="dwithin", distance=radius_m
         )
         segment = np.zeros(len(x), dtype=np.int64)
         best_m = np.full(len(x), np.inf)

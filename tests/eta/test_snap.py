@@ -317,3 +317,56 @@ def test_snap_points_equals_snap_point(
     for i, (lat, lon, heading, speed) in enumerate(pings):
         single = snap_point(helsinki, lat, lon, heading_deg=heading, speed_mps=speed)
         assert batch.row(i) == single
+
+
+def brute_force_nearest(graph: RoadGraph, lat: float, lon: float) -> tuple[int, float]:
+    """Return (segment, distance_m) minimising (distance, segment) over all segments."""
+    index = graph.segment_index
+    x, y = graph.project([lat], [lon])
+    segments = np.arange(len(index))
+    _, distance = index.project(
+        segments, np.full(len(index), x[0]), np.full(len(index), y[0])
+    )
+    best = int(np.lexsort((segments, distance))[0])
+    return best, float(distance[best])
+
+
+def test_snap_nearest_matches_brute_force(helsinki: RoadGraph) -> None:
+    rng = np.random.default_rng(11)
+    lats, lons = random_points_on_graph(helsinki, 400, rng)
+    lats = lats + rng.normal(0, 0.0005, len(lats))
+    lons = lons + rng.normal(0, 0.001, len(lons))
+    x, y = helsinki.project(lats, lons)
+    rows, segments = helsinki.segment_index.nearest(x, y, 200.0)
+    for row, segment in zip(rows, segments, strict=True):
+        assert segment == brute_force_nearest(helsinki, lats[row], lons[row])[0]
+    missed = np.setdiff1d(np.arange(len(lats)), rows)
+    for row in missed:
+        assert brute_force_nearest(helsinki, lats[row], lons[row])[1] > 200.0
+
+
+def test_snap_busy_junction_is_exact() -> None:
+    # twelve streets meet at one node: more segment samples lie at the node
+    # than the k-d tree search looks at, so the exhaustive search decides
+    centre = {"id": 0, "lat": 60.0, "lon": 24.0}
+    nodes = [centre]
+    edges = []
+    for spoke in range(1, 13):
+        angle = 2 * math.pi * spoke / 12
+        nodes.append(
+            {
+                "id": spoke,
+                "lat": 60.0 + 0.001 * math.sin(angle),
+                "lon": 24.0 + 0.002 * math.cos(angle),
+            }
+        )
+        edges += two_way(0, spoke, 111.0)
+    graph = road_graph_from_tables(nodes, edges)
+    for lat, lon in ((60.0, 24.0), (60.00001, 24.00002)):
+        snap = snap_point(graph, lat, lon)
+        segment, distance_m = brute_force_nearest(graph, lat, lon)
+        assert snap is not None
+        assert snap.distance_m == pytest.approx(distance_m)
+        assert graph.segment_index.edge[segment] in (snap.edge, snap.reverse_edge)
+        batch = snap_points(graph, [lat], [lon]).row(0)
+        assert batch == snap
