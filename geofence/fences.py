@@ -1,0 +1,693 @@
+"""Fences around job sites: validation, geometry and per-fix location.
+
+A fence has two boundaries. The entry boundary is the site itself, a circle
+or a GeoJSON polygon. The exit boundary lies ``hysteresis_m`` further out,
+so GPS jitter at the edge of the site cannot flip a contractor between
+inside and outside on every fix. The default of 30 m is an estimate of
+phone accuracy in built-up streets (about 20-50 m), so that a fix from a
+contractor still on site seldom lands outside the exit boundary.
+
+Geometry is measured in metres in a projection centred on the fence (see
+``geofence.projection``), so radii and margins mean the same at any
+latitude. Fences may cross the 180th meridian; they may not come nearer
+the poles than 5 degrees of latitude.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h3
+import numpy as np
+import shapely
+from h3.api import basic_int as h3_int
+
+from geofence.cover import build_cover, estimate_cover_cells, MAX_COVER_CELLS
+from geofence.errors import FenceTooLargeError, InvalidFenceError
+from geofence.projection import (
+    LocalProjection,
+    canonical_lon,
+    is_position,
+    valid_positions,
+    wrap_lon_delta,
+)
+from geofence.shapes import CircleShape, PolygonShape, Shape
+from geofence.types import BoolArray, FenceId, FloatArray, H3Index, LatLon
+
+logger = logging.getLogger(__name__)
+
+MIN_RADIUS_M = 5.0
+"""Smallest circle radius; phone fixes are rarely better than about 5 m."""
+
+MAX_RADIUS_M = 5000.0
+"""Largest circle radius, well above any single job site."""
+
+MIN_SITE_AREA_M2 = math.pi * MIN_RADIUS_M**2
+"""Smallest polygon area, that of the smallest circle (about 78.5 m2)."""
+
+MAX_FENCE_EXTENT_M = 50_000.0
+"""Longest side of a fence's bounding box; larger areas are not job sites."""
+
+MAX_POLYGON_VERTICES = 5000
+"""Most vertices a polygon may have, over all its rings."""
+
+MAX_ABS_LAT_DEG = 85.0
+"""Fences must lie within this latitude; nearer the poles H3 cells and
+longitude arithmetic degenerate."""
+
+DEFAULT_HYSTERESIS_M = 30.0
+"""Default width of the band between the entry and exit boundaries."""
+
+MAX_HYSTERESIS_M = 500.0
+"""Widest allowed band between the entry and exit boundaries."""
+
+AUTO_CELLS_ACROSS = 20.0
+"""Cells across a polygon that the automatic cover resolution aims for: fine
+enough that most of the site is interior cells, which need no geometry."""
+
+_EDGE_LENGTH_M_BY_RES = tuple(
+    h3.average_hexagon_edge_length(res, unit="m") for res in range(16)
+)
+
+
+class Zone(enum.Enum):
+    """Where a fix lies relative to a fence, given its accuracy."""
+
+    INSIDE = "inside"
+    """Inside the entry boundary with most of its accuracy disk inside."""
+
+    OUTSIDE = "outside"
+    """Beyond the exit boundary, with its accuracy disk clear of the site."""
+
+    UNDECIDED = "undecided"
+    """Neither: in the band between the boundaries, or too uncertain."""
+
+    INVALID = "invalid"
+    """Not a position: a coordinate or the accuracy is not a finite number."""
+
+
+class FenceKind(enum.Enum):
+    """The shape of a fence's site."""
+
+    CIRCLE = "circle"
+    POLYGON = "polygon"
+
+
+@dataclass(frozen=True, eq=False)
+class Fence:
+    """A job site's fence, ready for per-fix tests.
+
+    Build it with :func:`circle_fence`, :func:`polygon_fence` or
+    :func:`fence_from_site`. Building a polygon fence computes its H3 cover,
+    which takes up to tens of milliseconds, so build each fence once and
+    keep it while its job is open.
+
+    Attributes
+    ----------
+    fence_id
+        The caller's id, usually the job id.
+    shape
+        The site in metres in the fence's local projection.
+    hysteresis_m
+        Distance from the entry boundary out to the exit boundary.
+    cover_res
+        H3 resolution of ``interior_depth_m``.
+    interior_depth_m
+        For polygons, the H3 cells (as integers) that lie wholly inside the
+        site, each with a distance in metres that every point of the cell
+        lies inside the edge. Empty for circles, which need no cells.
+    """
+
+    fence_id: FenceId
+    shape: Shape
+    hysteresis_m: float
+    cover_res: int
+    interior_depth_m: Mapping[H3Index, float]
+
+    def __repr__(self) -> str:
+        return (
+            f"Fence({self.fence_id!r}, {self.kind.value}, centre={self.centre}, "
+            f"area_m2={self.area_m2:.0f}, hysteresis_m={self.hysteresis_m})"
+        )
+
+    @property
+    def kind(self) -> FenceKind:
+        """Whether the site is a circle or a polygon."""
+        return FenceKind.CIRCLE if isinstance(self.shape, CircleShape) else FenceKind.POLYGON
+
+    @property
+    def projection(self) -> LocalProjection:
+        """The fence's local metric projection."""
+        return self.shape.projection
+
+    @property
+    def centre(self) -> LatLon:
+        """Centre of the projection as (lat, lon): the circle's centre or the
+        middle of the polygon's bounding box."""
+        return (self.shape.projection.lat0_deg, self.shape.projection.lon0_deg)
+
+    @property
+    def radius_m(self) -> float | None:
+        """Radius of a circular site, None for a polygon."""
+        return self.shape.radius_m if isinstance(self.shape, CircleShape) else None
+
+    @property
+    def area_m2(self) -> float:
+        """Area of the site in square metres."""
+        return self.shape.area_m2
+
+    @property
+    def extent_m(self) -> float:
+        """Longest side of the site's bounding box in metres."""
+        return self.shape.extent_m
+
+    def contains(self, lat: float, lon: float) -> bool:
+        """Test whether a position lies inside the entry boundary, edge included.
+
+        Non-finite or out-of-range coordinates are never inside.
+
+        Examples
+        --------
+        >>> fence = circle_fence("j1", 60.1711, 24.9452, 100.0)
+        >>> fence.contains(60.1711, 24.9452), fence.contains(60.1731, 24.9452)
+        (True, False)
+        """
+        if not is_position(lat, lon):
+            return False
+        return self.signed_distance_m(lat, lon) >= 0.0
+
+    def contains_many(self, lats: FloatArray, lons: FloatArray) -> BoolArray:
+        """Test many positions against the entry boundary, edge included.
+
+        This is the exact test with no H3 shortcut: arithmetic on the
+        projected radius for circles, prepared shapely geometry for polygons.
+        Non-finite or out-of-range coordinates are never inside.
+        """
+        lats = np.asarray(lats, dtype=np.float64)
+        lons = np.asarray(lons, dtype=np.float64)
+        valid = valid_positions(lats, lons)
+        inside = np.zeros(lats.shape, dtype=bool)
+        x_m, y_m = self.projection.forward_array(lats[valid], lons[valid])
+        inside[valid] = self.shape.contains_xy(x_m, y_m)
+        return inside
+
+    def signed_distance_m(self, lat: float, lon: float) -> float:
+        """Return the distance from the entry boundary in metres.
+
+        Positive inside the site, negative outside; NaN for a position that
+        is not finite and in range.
+        """
+        if not is_position(lat, lon):
+            return math.nan
+        x_m, y_m = self.shape.projection.forward(lat, lon)
+        return self.shape.signed_distance_xy(x_m, y_m)
+
+    def zone(
+        self, lat: float, lon: float, accuracy_m: float, min_inside_share: float = 0.5
+    ) -> Zone:
+        """Locate a fix relative to the fence, taking its accuracy into account.
+
+        Parameters
+        ----------
+        lat, lon
+            The fix position in degrees.
+        accuracy_m
+            Radius of the fix's accuracy disk in metres, positive.
+        min_inside_share
+            Share of the accuracy disk that must lie inside the site for the
+            fix to count as inside when the disk crosses the edge.
+
+        Returns
+        -------
+        Zone
+            ``INSIDE`` when the position is inside the entry boundary and
+            either its whole accuracy disk or at least ``min_inside_share``
+            of it lies inside; ``OUTSIDE`` when the position is at least
+            ``max(hysteresis_m, accuracy_m)`` from the site, so beyond the
+            exit boundary with its disk clear of the site; ``INVALID`` for
+            non-finite input; else ``UNDECIDED``.
+
+        Notes
+        -----
+        Circles cost one projection and some arithmetic. Polygons add an H3
+        lookup, and prepared-geometry tests only near the edge, where a
+        fix whose disk crosses the edge also costs an intersection area.
+        """
+        # NaN fails every comparison, so it lands here too.
+        if not (
+            -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0 and math.isfinite(accuracy_m)
+        ):
+            return Zone.INVALID
+        shape = self.shape
+        x_m, y_m = shape.projection.forward(lat, lon)
+        clear_m = self.hysteresis_m if self.hysteresis_m > accuracy_m else accuracy_m
+
+        if isinstance(shape, CircleShape):
+            depth_m = shape.radius_m - math.sqrt(x_m * x_m + y_m * y_m)
+        else:
+            # Far outside the bounding box: no cell lookup and no geometry.
+            min_x, min_y, max_x, max_y = shape.bounds
+            if (
+                x_m < min_x - clear_m or x_m > max_x + clear_m
+                or y_m < min_y - clear_m or y_m > max_y + clear_m
+            ):
+                return Zone.OUTSIDE
+            cell = h3_int.latlng_to_cell(lat, lon, self.cover_res)
+            cell_depth_m = self.interior_depth_m.get(cell)
+            if cell_depth_m is not None and cell_depth_m >= accuracy_m:
+                return Zone.INSIDE
+            depth_m = shape.signed_distance_xy(x_m, y_m)
+
+        if depth_m >= 0.0:
+            if depth_m >= accuracy_m:
+                return Zone.INSIDE
+            if shape.inside_share_xy(x_m, y_m, accuracy_m) >= min_inside_share:
+                return Zone.INSIDE
+            return Zone.UNDECIDED
+        if -depth_m >= clear_m:
+            return Zone.OUTSIDE
+        return Zone.UNDECIDED
+
+
+def circle_fence(
+    fence_id: FenceId,
+    lat: float,
+    lon: float,
+    radius_m: float,
+    *,
+    hysteresis_m: float = DEFAULT_HYSTERESIS_M,
+    field: str = "site",
+) -> Fence:
+    """Build a fence around a circular site.
+
+    Parameters
+    ----------
+    fence_id
+        The caller's id for the fence, usually the job id.
+    lat, lon
+        Centre of the site in degrees; lat within -85..85, lon within
+        -180..180.
+    radius_m
+        Radius of the site, within ``MIN_RADIUS_M``..``MAX_RADIUS_M``.
+    hysteresis_m
+        Width of the band between entry and exit boundaries, 0..500 m.
+    field
+        Name of the input that holds the site, used in error messages.
+
+    Raises
+    ------
+    InvalidFenceError
+        When a value is missing its type or range; the message names the
+        field, shows the value and states the rule.
+
+    Examples
+    --------
+    >>> fence = circle_fence("j1", 60.1711, 24.9452, 100.0)
+    >>> fence.radius_m, round(fence.area_m2)
+    (100.0, 31416)
+    """
+    _check_fence_id(fence_id)
+    hysteresis_m = _check_hysteresis(hysteresis_m)
+    lat = _check_number(lat, f"{field}.lat")
+    lon = _check_number(lon, f"{field}.lon")
+    _check_latitude(lat, f"{field}.lat", lat)
+    _check_longitude(lon, f"{field}.lon", lon)
+    radius_m = _check_number(radius_m, f"{field}.radius_m")
+    if not MIN_RADIUS_M <= radius_m <= MAX_RADIUS_M:
+        raise InvalidFenceError(
+            f"{field}.radius_m must be within {MIN_RADIUS_M:g}..{MAX_RADIUS_M:g} m, "
+            f"got {radius_m:g}",
+            field=f"{field}.radius_m",
+            value=radius_m,
+        )
+
+    shape = CircleShape(LocalProjection.centred_at(lat, canonical_lon(lon)), radius_m)
+    return Fence(fence_id, shape, hysteresis_m, cover_res=-1, interior_depth_m={})
+
+
+def polygon_fence(
+    fence_id: FenceId,
+    geojson: Mapping[str, Any],
+    *,
+    hysteresis_m: float = DEFAULT_HYSTERESIS_M,
+    cover_res: int | None = None,
+    field: str = "site",
+) -> Fence:
+    """Build a fence around a polygonal site given as a GeoJSON Polygon.
+
+    Parameters
+    ----------
+    fence_id
+        The caller's id for the fence, usually the job id.
+    geojson
+        ``{"type": "Polygon", "coordinates": [exterior, *holes]}`` with each
+        ring a closed list of ``[lon, lat]`` positions (GeoJSON order). A
+        ring may cross the 180th meridian: consecutive vertices more than
+        180 degrees apart are joined the short way across it.
+    hysteresis_m
+        Width of the band between entry and exit boundaries, 0..500 m.
+    cover_res
+        H3 resolution of the cells that let most fixes skip geometry; None
+        picks one that puts about ``AUTO_CELLS_ACROSS`` cells across the site.
+    field
+        Name of the input that holds the site, used in error messages.
+
+    Raises
+    ------
+    InvalidFenceError
+        For a malformed or invalid polygon; the message names the field,
+        shows the value and states the rule.
+    FenceTooLargeError
+        When the polygon spans 180 degrees of longitude or more, or its
+        bounding box is longer than ``MAX_FENCE_EXTENT_M``. The check runs
+        before any H3 cell is computed, in time linear in the vertex count.
+
+    Examples
+    --------
+    >>> ring = [[24.937, 60.1755], [24.939, 60.1755], [24.939, 60.1762],
+    ...         [24.937, 60.1762], [24.937, 60.1755]]
+    >>> fence = polygon_fence("yard", {"type": "Polygon", "coordinates": [ring]})
+    >>> fence.contains(60.17585, 24.9380), fence.contains(60.1770, 24.9380)
+    (True, False)
+    """
+    _check_fence_id(fence_id)
+    hysteresis_m = _check_hysteresis(hysteresis_m)
+    rings = _parse_polygon(geojson, field)
+    shell_lons = _unwrap_ring(rings[0], f"{field}.coordinates[0]")
+    hole_lons = [
+        _unwrap_ring(ring, f"{field}.coordinates[{i}]") for i, ring in enumerate(rings[1:], 1)
+    ]
+
+    # Reject what no job site can be before doing anything costly.
+    span_deg = max(shell_lons) - min(shell_lons)
+    if span_deg >= 180.0:
+        raise FenceTooLargeError(
+            f"{field}.coordinates polygon spans {span_deg:.1f} degrees of longitude; "
+            "split it or use a smaller site",
+            field=f"{field}.coordinates",
+            value=span_deg,
+            limit=180.0,
+        )
+    shell_lats = [lat for _, lat in rings[0]]
+    lat0 = 0.5 * (min(shell_lats) + max(shell_lats))
+    lon0 = _fold_lon(0.5 * (min(shell_lons) + max(shell_lons)))
+    projection = LocalProjection.centred_at(lat0, lon0)
+    shell_xy = _project_ring(projection, shell_lats, shell_lons)
+    _check_extent(shell_xy, field)
+
+    holes_xy = []
+    for hole, lons in zip(rings[1:], hole_lons):
+        # Put each hole on the same side of the 180th meridian as the shell.
+        shift_deg = 360.0 * round((shell_lons[0] - lons[0]) / 360.0)
+        lats = [lat for _, lat in hole]
+        holes_xy.append(_project_ring(projection, lats, [lon + shift_deg for lon in lons]))
+    polygon = shapely.Polygon(shell_xy, holes_xy)
+    _check_polygon(polygon, field)
+
+    shape = PolygonShape(projection, polygon)
+    res = _auto_cover_res(shape) if cover_res is None else _check_cover_res(cover_res, shape)
+    cover = build_cover(shape, res)
+    return Fence(fence_id, shape, hysteresis_m, res, cover.interior_depth_m)
+
+
+def fence_from_site(
+    fence_id: FenceId,
+    site: Mapping[str, Any],
+    *,
+    hysteresis_m: float = DEFAULT_HYSTERESIS_M,
+    field: str = "site",
+) -> Fence:
+    """Build a fence from a job's site: a circle or a GeoJSON Polygon.
+
+    Parameters
+    ----------
+    site
+        ``{"lat", "lon", "radius_m"}`` for a circle, or a GeoJSON Polygon
+        (``{"type": "Polygon", "coordinates": ...}``).
+
+    Raises
+    ------
+    InvalidFenceError
+        When the site is neither shape or breaks one of their rules.
+
+    Examples
+    --------
+    >>> fence_from_site("j1", {"lat": 60.17, "lon": 24.94, "radius_m": 50}).kind
+    <FenceKind.CIRCLE: 'circle'>
+    """
+    if not isinstance(site, Mapping):
+        raise InvalidFenceError(
+            f"{field} must be an object, got {type(site).__name__}", field=field, value=site
+        )
+    if "type" in site:
+        return polygon_fence(fence_id, site, hysteresis_m=hysteresis_m, field=field)
+    missing = [key for key in ("lat", "lon", "radius_m") if key not in site]
+    if missing:
+        raise InvalidFenceError(
+            f"{field} must be {{lat, lon, radius_m}} or a GeoJSON Polygon, "
+            f"but {', '.join(missing)} is missing",
+            field=field,
+            value=dict(site),
+        )
+    return circle_fence(
+        fence_id, site["lat"], site["lon"], site["radius_m"],
+        hysteresis_m=hysteresis_m, field=field,
+    )
+
+
+def _check_fence_id(fence_id: object) -> None:
+    if not isinstance(fence_id, str) or not fence_id:
+        raise InvalidFenceError(
+            f"fence_id must be a non-empty string, got {fence_id!r}",
+            field="fence_id",
+            value=fence_id,
+        )
+
+
+def _check_number(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidFenceError(
+            f"{field} must be a number, got {value!r}", field=field, value=value
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidFenceError(
+            f"{field} must be a finite number, got {number}", field=field, value=value
+        )
+    return number
+
+
+def _check_hysteresis(hysteresis_m: object) -> float:
+    value = _check_number(hysteresis_m, "hysteresis_m")
+    if not 0.0 <= value <= MAX_HYSTERESIS_M:
+        raise InvalidFenceError(
+            f"hysteresis_m must be within 0..{MAX_HYSTERESIS_M:g} m, got {value:g}",
+            field="hysteresis_m",
+            value=hysteresis_m,
+        )
+    return value
+
+
+def _check_latitude(lat: float, field: str, value: object) -> None:
+    if not -90.0 <= lat <= 90.0:
+        raise InvalidFenceError(
+            f"{field} must be within -90..90, got {value}", field=field, value=value
+        )
+    if abs(lat) > MAX_ABS_LAT_DEG:
+        raise InvalidFenceError(
+            f"{field} must be within -{MAX_ABS_LAT_DEG:g}..{MAX_ABS_LAT_DEG:g} "
+            f"(fences nearer the poles are not supported), got {value}",
+            field=field,
+            value=value,
+        )
+
+
+def _check_longitude(lon: float, field: str, value: object) -> None:
+    if not -180.0 <= lon <= 180.0:
+        raise InvalidFenceError(
+            f"{field} must be within -180..180, got {value}", field=field, value=value
+        )
+
+
+def _parse_polygon(geojson: object, field: str) -> list[list[tuple[float, float]]]:
+    """Check a GeoJSON Polygon's structure and return its rings as (lon, lat)."""
+    if not isinstance(geojson, Mapping):
+        raise InvalidFenceError(
+            f"{field} must be a GeoJSON Polygon object, got {type(geojson).__name__}",
+            field=field,
+            value=geojson,
+        )
+    if geojson.get("type") != "Polygon":
+        raise InvalidFenceError(
+            f"{field}.type must be 'Polygon', got {geojson.get('type')!r}",
+            field=f"{field}.type",
+            value=geojson.get("type"),
+        )
+    coordinates = geojson.get("coordinates")
+    if not _is_sequence(coordinates) or len(coordinates) == 0:
+        raise InvalidFenceError(
+            f"{field}.coordinates must be a non-empty list of rings, got {coordinates!r}",
+            field=f"{field}.coordinates",
+            value=coordinates,
+        )
+    vertex_count = sum(len(ring) for ring in coordinates if _is_sequence(ring))
+    if vertex_count > MAX_POLYGON_VERTICES:
+        raise FenceTooLargeError(
+            f"{field}.coordinates has {vertex_count} positions; "
+            f"the limit is {MAX_POLYGON_VERTICES}",
+            field=f"{field}.coordinates",
+            value=vertex_count,
+            limit=MAX_POLYGON_VERTICES,
+        )
+    return [_parse_ring(ring, f"{field}.coordinates[{i}]") for i, ring in enumerate(coordinates)]
+
+
+def _parse_ring(ring: object, field: str) -> list[tuple[float, float]]:
+    if not _is_sequence(ring):
+        raise InvalidFenceError(
+            f"{field} must be a list of [lon, lat] positions, got {ring!r}",
+            field=field,
+            value=ring,
+        )
+    positions = []
+    for i, position in enumerate(ring):
+        if not _is_sequence(position) or len(position) not in (2, 3):
+            raise InvalidFenceError(
+                f"{field}[{i}] must be a [lon, lat] position, got {position!r}",
+                field=f"{field}[{i}]",
+                value=position,
+            )
+        lon = _check_number(position[0], f"{field}[{i}][0]")
+        lat = _check_number(position[1], f"{field}[{i}][1]")
+        _check_longitude(lon, f"{field}[{i}][0]", position[0])
+        _check_latitude(lat, f"{field}[{i}][1]", position[1])
+        positions.append((lon, lat))
+    if len(positions) < 4:
+        raise InvalidFenceError(
+            f"{field} ring must have at least 4 positions, got {len(positions)}",
+            field=field,
+            value=ring,
+        )
+    first, last = positions[0], positions[-1]
+    if (canonical_lon(first[0]), first[1]) != (canonical_lon(last[0]), last[1]):
+        raise InvalidFenceError(
+            f"{field} ring must be closed (last position equal to the first), "
+            f"got first {list(first)} and last {list(last)}",
+            field=field,
+            value=ring,
+        )
+    return positions
+
+
+def _is_sequence(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _unwrap_ring(ring: list[tuple[float, float]], field: str) -> list[float]:
+    """Return the ring's longitudes made continuous across the 180th meridian.
+
+    Each step between consecutive vertices is taken the short way, so
+    179.99 followed by -179.99 becomes 179.99, 180.01.
+    """
+    turns = 0
+    previous = canonical_lon(ring[0][0])
+    lons = [previous]
+    for i, (raw_lon, _) in enumerate(ring[1:], 1):
+        lon = canonical_lon(raw_lon)
+        step_deg = lon - previous
+        if abs(step_deg) == 180.0:
+            raise FenceTooLargeError(
+                f"{field} edge from {list(ring[i - 1])} to {list(ring[i])} spans 180.0 "
+                "degrees of longitude, so its direction is ambiguous; split the "
+                "polygon or use a smaller site",
+                field=field,
+                value=[list(ring[i - 1]), list(ring[i])],
+                limit=180.0,
+            )
+        if step_deg > 180.0:
+            turns -= 1
+        elif step_deg < -180.0:
+            turns += 1
+        lons.append(lon + 360.0 * turns)
+        previous = lon
+    if turns != 0:
+        raise InvalidFenceError(
+            f"{field} ring goes all the way around a pole; split it or use a smaller site",
+            field=field,
+            value=[list(position) for position in ring],
+        )
+    return lons
+
+
+def _fold_lon(lon_deg: float) -> float:
+    return canonical_lon(wrap_lon_delta(lon_deg))
+
+
+def _project_ring(
+    projection: LocalProjection, lats: Sequence[float], lons: Sequence[float]
+) -> FloatArray:
+    x_m, y_m = projection.forward_array(np.asarray(lats), np.asarray(lons))
+    return np.column_stack([x_m, y_m])
+
+
+def _check_extent(shell_xy: FloatArray, field: str) -> None:
+    extent_m = float(max(np.ptp(shell_xy[:, 0]), np.ptp(shell_xy[:, 1])))
+    if extent_m > MAX_FENCE_EXTENT_M:
+        raise FenceTooLargeError(
+            f"{field}.coordinates polygon is {extent_m / 1000:.1f} km across; "
+            f"the limit is {MAX_FENCE_EXTENT_M / 1000:g} km, so use a smaller site",
+            field=f"{field}.coordinates",
+            value=extent_m,
+            limit=MAX_FENCE_EXTENT_M,
+        )
+
+
+def _check_polygon(polygon: shapely.Polygon, field: str) -> None:
+    if not shapely.is_valid(polygon):
+        reason = shapely.is_valid_reason(polygon)
+        raise InvalidFenceError(
+            f"{field}.coordinates polygon is invalid ({reason}); rings must not "
+            "cross themselves or each other, and holes must lie inside the exterior",
+            field=f"{field}.coordinates",
+            value=reason,
+        )
+    if polygon.area < MIN_SITE_AREA_M2:
+        raise InvalidFenceError(
+            f"{field}.coordinates polygon area must be at least "
+            f"{MIN_SITE_AREA_M2:.1f} m2, got {polygon.area:.1f} m2",
+            field=f"{field}.coordinates",
+            value=float(polygon.area),
+        )
+
+
+def _auto_cover_res(shape: PolygonShape) -> int:
+    target_edge_m = math.sqrt(shape.area_m2) / AUTO_CELLS_ACROSS
+    for res, edge_m in enumerate(_EDGE_LENGTH_M_BY_RES):
+        if edge_m <= target_edge_m:
+            return res
+    return len(_EDGE_LENGTH_M_BY_RES) - 1
+
+
+def _check_cover_res(cover_res: object, shape: PolygonShape) -> int:
+    if isinstance(cover_res, bool) or not isinstance(cover_res, int) or not 0 <= cover_res <= 15:
+        raise InvalidFenceError(
+            f"cover_res must be an integer within 0..15, got {cover_res!r}",
+            field="cover_res",
+            value=cover_res,
+        )
+    cells = estimate_cover_cells(shape, cover_res)
+    if cells > MAX_COVER_CELLS:
+        raise FenceTooLargeError(
+            f"cover_res {cover_res} would need about {cells:.0f} H3 cells for this site; "
+            f"the limit is {MAX_COVER_CELLS}, so use a coarser resolution",
+            field="cover_res",
+            value=cover_res,
+            limit=MAX_COVER_CELLS,
+        )
+    return cover_res
