@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -357,15 +358,46 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def results_section(rows: list[dict[str, Any]], command: str) -> str:
+def targets_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Return one line per target with the measured figure and whether it is met."""
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    lines = []
+    for row in rows:
+        if row["load_ms"] == "":
+            lines.append(
+                f"- {row['graph']}: tree {row['tree_ms']} ms on {row['nodes']:,} "
+                f"nodes (target <= 50 ms: {verdict(row['tree_ms'] <= 50)})"
+            )
+            continue
+        speedup = row["speedup_batch"]
+        lines.append(
+            f"- {row['graph']}: batch ping {row['batch_us']} µs (target <= 20 µs: "
+            f"{verdict(row['batch_us'] <= 20)}), {speedup}x networkx per query "
+            f"(target >= 1000x: {verdict(speedup >= 1000)}), cached load "
+            f"{row['load_ms']} ms (target <= 1 s: {verdict(row['load_ms'] <= 1000)})"
+        )
+    return lines
+
+
+def results_section(rows: list[dict[str, Any]], command: str, load: str) -> str:
     """Return the body of the "ETA" section of the results page."""
     return "\n".join(
         [
             f"Command: `{command}`  ",
             f"Date: {today()}  ",
-            f"Machine: {machine_description()}",
+            f"Machine: {machine_description()}  ",
+            f"Load average (1 min) at start: {load}",
             "",
             format_table(rows),
+            "",
+            "Targets:",
+            "",
+            *targets_summary(rows),
+            "",
+            "Notes:",
             "",
             "- *tree ms*: one reverse Dijkstra search per destination (median).",
             "- *ping µs*: snap plus lookup per ping, tree build excluded: `eta_many` over "
@@ -426,16 +458,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    load = f"{os.getloadavg()[0]:.2f}"
     rows = run(
         args.osm, pairs=args.pairs, grid_side=args.grid_side, cache_dir=args.cache_dir
     )
-    table = format_table(rows)
-    print(table)
+    print(format_table(rows))
+    print("\n".join(targets_summary(rows)))
     if not args.no_record:
         command = command_line(
             "benchmarks.eta", list(argv if argv is not None else sys.argv[1:])
         )
-        update_section("ETA", lambda _old: results_section(rows, command))
+        update_section("ETA", lambda _old: results_section(rows, command, load))
     return 0
 
 
