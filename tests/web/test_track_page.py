@@ -118,6 +118,32 @@ async def test_track_page_shows_cancellation(
     assert phone_page.errors == []
 
 
+async def test_track_page_shows_arrival(
+    web_server: ServerProcess, web_api: Api, phone_page: Any
+) -> None:
+    _, device_token, share_token = create_shared_job(web_api)
+    page = phone_page.page
+    await page.goto(f"{web_server.base_url}/track/{share_token}")
+    current_step = page.locator("[data-testid=status] [aria-current=step]")
+    await expect(current_step).to_have_text("On the way", timeout=WAIT_MS)
+
+    # Arrival needs inside fixes after the dispatch that span a dwell (30 s by
+    # default). The server accepts fix times up to 60 s ahead of its clock,
+    # so fixes stamped ahead pass the dwell without waiting for it.
+    now = time.time()
+    async with Device(web_server.ws_url, device_token) as device:
+        for ahead_s in (1.0, 16.0, 32.0):
+            fix = {"t": now + ahead_s, "lat": SITE["lat"], "lon": SITE["lon"], "acc": 5.0}
+            reply = await device.send(fix)
+            assert reply["accepted"] == 1, reply
+
+    await expect(current_step).to_have_text("Arrived", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("arrival-window")).to_have_text(
+        re.compile(r"^Arrived at \d{2}:\d{2}$")
+    )
+    assert phone_page.errors == []
+
+
 async def test_track_page_unknown_link(web_server: ServerProcess, phone_page: Any) -> None:
     page = phone_page.page
     await page.goto(f"{web_server.base_url}/track/st_no-such-link")
