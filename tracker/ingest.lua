@@ -6,6 +6,10 @@
 --       then 6 values per ping: t, lat, lon, accuracy (m, -1 if unknown),
 --       cell score, ping JSON
 --
+-- The device hash keeps t, lat, cell and fix (the latest ping's JSON),
+-- plus pend ("t lat lon acc" of an unconfirmed jump) while there is one.
+-- The jump filter reads the latest position's lon and accuracy from fix.
+--
 -- Per ping the reply contains one status letter:
 --   d  duplicate: a ping with the same fix time is already stored
 --   l  stored, and it became the latest position
@@ -21,6 +25,12 @@ local max_speed_mps = tonumber(ARGV[4])
 local confirm_window_s = tonumber(ARGV[5])
 
 local EARTH_RADIUS_M = 6371008.8
+-- The history key's expiry is pushed forward only when it has dropped this
+-- far below the retention, so a steady stream of pings sends one EXPIRE a
+-- minute rather than one per frame.
+local EXPIRE_SLACK_S = 60
+-- Members per ZADD call: Lua's unpack is limited by the C stack size.
+local ZADD_CHUNK = 1000
 
 local function distance_m(lat1, lon1, lat2, lon2)
   local p1, p2 = math.rad(lat1), math.rad(lat2)
@@ -39,35 +49,63 @@ local function is_jump(t1, lat1, lon1, acc1, t2, lat2, lon2, acc2)
   return d > max_speed_mps * dt
 end
 
-local state = redis.call('HMGET', dev, 't', 'lat', 'lon', 'acc', 'cell',
-                         'pt', 'plat', 'plon', 'pacc', 'jobs', 'interval')
-local cur_t, cur_lat, cur_lon, cur_acc = tonumber(state[1]), tonumber(state[2]),
-                                         tonumber(state[3]), tonumber(state[4]) or 0
-local old_cell = state[5]
-local pend_t, pend_lat, pend_lon, pend_acc = tonumber(state[6]), tonumber(state[7]),
-                                             tonumber(state[8]), tonumber(state[9]) or 0
+local state = redis.call('HMGET', dev, 't', 'fix', 'cell', 'pend', 'jobs', 'interval')
+local cur_t, cur_lat, cur_lon, cur_acc = tonumber(state[1]), nil, nil, 0
+if cur_t ~= nil and state[2] then
+  local fix = cjson.decode(state[2])
+  cur_lat, cur_lon, cur_acc = fix.lat, fix.lon, tonumber(fix.acc) or 0
+end
+local old_cell = state[3]
+local had_pending = state[4] ~= false
+local pend_t, pend_lat, pend_lon, pend_acc
+if had_pending then
+  local t, lat, lon, acc = string.match(state[4], '^(%S+) (%S+) (%S+) (%S+)$')
+  pend_t, pend_lat, pend_lon, pend_acc = tonumber(t), tonumber(lat), tonumber(lon), tonumber(acc)
+end
 local pend_base = nil  -- index into ARGV of a new jump candidate
 
+local n = (#ARGV - 5) / 6
+
+-- Fix times above the newest one in history can't be duplicates, so a
+-- batch in time order needs no lookup per ping. One ping costs one lookup
+-- either way.
+local newest_stored = nil
+if n > 1 then
+  local last = redis.call('ZRANGE', hist, -1, -1, 'WITHSCORES')
+  newest_stored = tonumber(last[2]) or -math.huge
+end
+
 local statuses = {}
+local added = {}  -- score, member pairs for ZADD
+local added_t = {}  -- fix times added by this call, for duplicates inside it
 local latest = nil  -- index into ARGV of the new latest ping
 local max_t = nil
-local n = (#ARGV - 5) / 6
 
 for i = 0, n - 1 do
   local base = 6 + i * 6
   local t_text = ARGV[base]
   local t = tonumber(t_text)
-  local lat, lon = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
-  local acc = tonumber(ARGV[base + 3])
+  local duplicate
+  if added_t[t] then
+    duplicate = true
+  elseif newest_stored ~= nil and t > newest_stored then
+    duplicate = false
+  else
+    duplicate = redis.call('ZCOUNT', hist, t_text, t_text) > 0
+  end
   local status
-  if redis.call('ZCOUNT', hist, t_text, t_text) > 0 then
+  if duplicate then
     status = 'd'
   else
-    redis.call('ZADD', hist, t_text, ARGV[base + 5])
+    added_t[t] = true
+    added[#added + 1] = t_text
+    added[#added + 1] = ARGV[base + 5]
     if max_t == nil or t > max_t then max_t = t end
+    local lat, lon = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+    local acc = tonumber(ARGV[base + 3])
     if cur_t ~= nil and t <= cur_t then
       status = 'h'
-    elseif cur_t ~= nil and is_jump(cur_t, cur_lat, cur_lon, cur_acc, t, lat, lon, acc) then
+    elseif cur_lat ~= nil and is_jump(cur_t, cur_lat, cur_lon, cur_acc, t, lat, lon, acc) then
       -- A second fix close to an earlier jump candidate confirms that the
       -- device really moved; otherwise this fix becomes the candidate.
       if pend_t ~= nil and t > pend_t and t - pend_t <= confirm_window_s
@@ -90,13 +128,15 @@ for i = 0, n - 1 do
   statuses[#statuses + 1] = status
 end
 
+for first = 1, #added, 2 * ZADD_CHUNK do
+  redis.call('ZADD', hist, unpack(added, first, math.min(first + 2 * ZADD_CHUNK - 1, #added)))
+end
+
 if latest ~= nil then
   local cell = ARGV[latest + 4]
-  redis.call('HSET', dev, 't', ARGV[latest], 'lat', ARGV[latest + 1],
-             'lon', ARGV[latest + 2], 'acc', ARGV[latest + 3],
-             'cell', cell, 'fix', ARGV[latest + 5])
-  redis.call('HDEL', dev, 'pt', 'plat', 'plon', 'pacc')
   if cell ~= old_cell then
+    redis.call('HSET', dev, 't', ARGV[latest], 'lat', ARGV[latest + 1],
+               'cell', cell, 'fix', ARGV[latest + 5])
     redis.call('ZADD', cells, cell, device_id)
     if old_cell then
       if redis.call('HINCRBY', heat, old_cell, -1) <= 0 then
@@ -104,18 +144,26 @@ if latest ~= nil then
       end
     end
     redis.call('HINCRBY', heat, cell, 1)
+  else
+    redis.call('HSET', dev, 't', ARGV[latest], 'lat', ARGV[latest + 1],
+               'fix', ARGV[latest + 5])
+  end
+  if had_pending then
+    redis.call('HDEL', dev, 'pend')
   end
   redis.call('PUBLISH', channel, '{"type":"position","contractor_id":"' .. device_id ..
              '","fix":' .. ARGV[latest + 5] .. '}')
 elseif pend_base ~= nil then
-  redis.call('HSET', dev, 'pt', ARGV[pend_base], 'plat', ARGV[pend_base + 1],
-             'plon', ARGV[pend_base + 2], 'pacc', ARGV[pend_base + 3])
+  redis.call('HSET', dev, 'pend', ARGV[pend_base] .. ' ' .. ARGV[pend_base + 1] .. ' ' ..
+             ARGV[pend_base + 2] .. ' ' .. ARGV[pend_base + 3])
 end
 
 if max_t ~= nil then
   local newest = math.max(max_t, cur_t or max_t)
   redis.call('ZREMRANGEBYSCORE', hist, '-inf', '(' .. (newest - retention_s))
-  redis.call('EXPIRE', hist, math.ceil(retention_s))
+  if redis.call('TTL', hist) < retention_s - EXPIRE_SLACK_S then
+    redis.call('EXPIRE', hist, math.ceil(retention_s))
+  end
 end
 
-return {statuses, state[10] or '', state[11] or ''}
+return {statuses, state[5] or '', state[6] or ''}

@@ -54,11 +54,18 @@ class Ping:
 
     def to_json(self) -> bytes:
         """Serialize compactly, leaving out absent optional fields."""
+        # Unrolled: this runs for every stored ping.
         body: dict[str, float] = {"t": self.t, "lat": self.lat, "lon": self.lon}
-        for name in _OPTIONAL_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                body[name] = value
+        if self.acc is not None:
+            body["acc"] = self.acc
+        if self.spd is not None:
+            body["spd"] = self.spd
+        if self.hdg is not None:
+            body["hdg"] = self.hdg
+        if self.bat is not None:
+            body["bat"] = self.bat
+        if self.alt is not None:
+            body["alt"] = self.alt
         return orjson.dumps(body)
 
     @classmethod
@@ -171,19 +178,20 @@ def validate_ping(raw: Any, rules: TimeRules) -> Ping:
         raise ValueError("lat and lon must not both be 0, which receivers send for no fix")
     _check_t(t, rules)
 
-    acc = _number(raw, "acc", False)
+    # Optional fields are looked at only when present: most pings carry few.
+    acc = _number(raw, "acc", False) if "acc" in raw else None
     if acc is not None and acc < 0:
         raise ValueError(f"acc must be >= 0 m, got {acc}")
-    spd = _number(raw, "spd", False)
+    spd = _number(raw, "spd", False) if "spd" in raw else None
     if spd is not None and spd < 0:
         raise ValueError(f"spd must be >= 0 m/s, got {spd}")
-    hdg = _number(raw, "hdg", False)
+    hdg = _number(raw, "hdg", False) if "hdg" in raw else None
     if hdg is not None and not 0.0 <= hdg <= 360.0:
         raise ValueError(f"hdg must be within 0..360 degrees, got {hdg}")
-    bat = _number(raw, "bat", False)
+    bat = _number(raw, "bat", False) if "bat" in raw else None
     if bat is not None and not 0.0 <= bat <= 1.0:
         raise ValueError(f"bat must be within 0..1, got {bat}")
-    alt = _number(raw, "alt", False)
+    alt = _number(raw, "alt", False) if "alt" in raw else None
 
     if hdg is not None and spd is not None and spd < STANDING_SPEED_MPS:
         hdg = None

@@ -6,6 +6,12 @@ event-loop turn as a single pipeline, so a thousand busy connections cost
 a handful of round trips rather than a thousand. A frame's future resolves
 only after Redis has replied, which is what lets the device get its ack.
 
+On a single Redis server (not a cluster, plain TCP or a Unix socket) the
+writer keeps a connection of its own, :class:`RedisPipe`: it encodes the
+whole pipeline into one buffer and parses the replies with hiredis as they
+arrive, which costs a fraction of redis-py's per-command packing and
+per-reply timeouts. Cluster and TLS clients go through redis-py pipelines.
+
 When Redis is unreachable the writer retries with exponential backoff for
 up to ``retry_s`` seconds, then fails the pending frames with
 :class:`StoreUnavailableError`; a failed frame is never acknowledged, so the
@@ -20,11 +26,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-import h3
+import hiredis
 import redis.asyncio as aioredis
+from h3.api import basic_int as h3_int
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,6 +47,15 @@ JUMP_CONFIRM_WINDOW_S = 600.0
 MAX_CALLS_PER_PIPELINE = 512
 RETRY_FIRST_DELAY_S = 0.05
 RETRY_MAX_DELAY_S = 2.0
+# A pipeline whose replies take longer than this is failed and retried on a
+# new connection; the ingest script is idempotent, so a retried call that
+# Redis had already run only turns its pings into duplicates.
+PIPELINE_REPLY_TIMEOUT_S = 30.0
+# Bits of an H3 index below the mode and resolution fields, see keys.py.
+_CELL_SCORE_MASK = (1 << 52) - 1
+# Devices whose key names the writer keeps encoded; the cache starts over
+# when it is full.
+MAX_CACHED_DEVICES = 100_000
 
 RedisClient = aioredis.Redis | RedisCluster
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -79,8 +96,151 @@ class StoreResult:
 class _Call:
     org: str
     device_id: str
-    args: list[Any]
+    head: list[str]  # the four keys, the device id and the pub/sub channel
+    values: list[str]  # six per ping, see ingest.lua
     future: asyncio.Future[StoreResult]
+
+
+def _pipe_params(client: RedisClient) -> dict[str, Any] | None:
+    """Return what :class:`RedisPipe` needs to reach the client's server, or None.
+
+    Only a single server over plain TCP or a Unix socket qualifies; TLS,
+    cluster and credential-provider clients keep redis-py's pipelines.
+    """
+    if not isinstance(client, aioredis.Redis):
+        return None
+    pool = client.connection_pool
+    if pool.connection_class not in (Connection, UnixDomainSocketConnection):
+        return None
+    params = dict(pool.connection_kwargs)
+    if params.get("credential_provider") is not None:
+        return None
+    return params
+
+
+class RedisPipe(asyncio.Protocol):
+    """A Redis connection that sends a pipeline as one buffer and parses replies in C.
+
+    One pipeline at a time: :meth:`execute` must not be called again before
+    it returns. A lost connection fails the pipeline in flight with
+    :class:`redis.exceptions.ConnectionError` and leaves the pipe closed.
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._reader = hiredis.Reader()
+        self._replies: list[Any] = []
+        self._expected = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, params: dict[str, Any]) -> RedisPipe:
+        """Connect with redis-py connection keywords (``path`` or ``host``/``port``).
+
+        Sends AUTH when a password is given and SELECT for a database other
+        than 0.
+        """
+        loop = asyncio.get_running_loop()
+        connect_timeout_s = params.get("socket_connect_timeout") or 5.0
+        async with asyncio.timeout(connect_timeout_s):
+            if params.get("path"):
+                _, pipe = await loop.create_unix_connection(cls, params["path"])
+            else:
+                host, port = params.get("host", "localhost"), params.get("port", 6379)
+                _, pipe = await loop.create_connection(cls, host, port)
+        handshake: list[list[bytes]] = []
+        if params.get("password"):
+            auth = [b"AUTH", str(params["password"]).encode()]
+            if params.get("username"):
+                auth.insert(1, str(params["username"]).encode())
+            handshake.append(auth)
+        if params.get("db"):
+            handshake.append([b"SELECT", str(params["db"]).encode()])
+        if handshake:
+            payload = b"".join(pack_command(command) for command in handshake)
+            for reply in await pipe.execute(payload, len(handshake)):
+                if isinstance(reply, hiredis.ReplyError):
+                    pipe.close()
+                    raise RedisConnectionError(f"redis rejected the connection setup: {reply}")
+        return pipe
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        replies = self._replies
+        try:
+            reader.feed(data)
+            reply = reader.gets()
+            while reply is not False:
+                replies.append(reply)
+                reply = reader.gets()
+        except hiredis.ProtocolError as error:
+            self._fail(RedisConnectionError(f"invalid reply from redis: {error}"))
+            self.close()
+            return
+        waiter = self._waiter
+        if waiter is not None and len(replies) >= self._expected and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(RedisConnectionError(f"connection to redis lost: {exc or 'closed by server'}"))
+
+    def _fail(self, error: Exception) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    async def execute(self, payload: bytes, count: int) -> list[Any]:
+        """Send an encoded pipeline of ``count`` commands; return their replies.
+
+        Error replies come back as :class:`hiredis.ReplyError` items.
+
+        Raises
+        ------
+        redis.exceptions.ConnectionError
+            When the connection is or gets closed.
+        redis.exceptions.TimeoutError
+            When the replies take over ``PIPELINE_REPLY_TIMEOUT_S``; the
+            connection is closed, since later replies would be misaligned.
+        """
+        if self.closed or self._transport is None:
+            raise RedisConnectionError("connection to redis is closed")
+        self._replies = []
+        self._expected = count
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        self._transport.write(payload)
+        try:
+            async with asyncio.timeout(PIPELINE_REPLY_TIMEOUT_S):
+                await waiter
+        except TimeoutError:
+            self.close()
+            raise RedisTimeoutError(
+                f"redis sent {len(self._replies)} of {count} replies within "
+                f"{PIPELINE_REPLY_TIMEOUT_S:.0f} s"
+            ) from None
+        finally:
+            self._waiter = None
+        replies, self._replies = self._replies, []
+        return replies
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+
+def pack_command(args: Sequence[bytes]) -> bytes:
+    """Encode one command in the Redis protocol (RESP) as an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    parts += [b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args]
+    return b"".join(parts)
 
 
 class PingWriter:
@@ -102,32 +262,47 @@ class PingWriter:
         self.retry_s = retry_s
         self._script = load_script("ingest.lua")
         self._sha: str | None = None
+        self._pipe_params = _pipe_params(client)
+        self._pipe: RedisPipe | None = None
+        self._limits = [repr(history_s), repr(max_speed_mps), repr(JUMP_CONFIRM_WINDOW_S)]
+        self._heads: dict[tuple[str, str], list[str]] = {}
         self._queue: list[_Call] = []
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
         self.frames_written = 0
         self.pipelines_sent = 0
 
-    def _arguments(self, org: str, device_id: str, pings: Sequence[Ping]) -> list[Any]:
-        args: list[Any] = [
-            device_id,
-            keys.live_channel(org),
-            repr(self.history_s),
-            repr(self.max_speed_mps),
-            repr(JUMP_CONFIRM_WINDOW_S),
-        ]
+    def _head(self, org: str, device_id: str) -> list[str]:
+        head = self._heads.get((org, device_id))
+        if head is None:
+            if len(self._heads) >= MAX_CACHED_DEVICES:
+                self._heads.clear()
+            head = [
+                keys.device(org, device_id),
+                keys.history(org, device_id),
+                keys.cells(org),
+                keys.heat(org),
+                device_id,
+                keys.live_channel(org),
+            ]
+            self._heads[org, device_id] = head
+        return head
+
+    def _values(self, pings: Sequence[Ping]) -> list[str]:
         res = self.h3_res
+        latlng_to_cell = h3_int.latlng_to_cell
+        values: list[str] = []
         for ping in pings:
-            cell = h3.latlng_to_cell(ping.lat, ping.lon, res)
-            args += (
+            acc = ping.acc
+            values += (
                 repr(ping.t),
                 repr(ping.lat),
                 repr(ping.lon),
-                repr(ping.acc if ping.acc is not None else -1.0),
-                keys.cell_to_score(cell),
-                ping.to_json(),
+                "-1.0" if acc is None else repr(acc),
+                str(latlng_to_cell(ping.lat, ping.lon, res) & _CELL_SCORE_MASK),
+                ping.to_json().decode(),
             )
-        return args
+        return values
 
     async def write(self, org: str, device_id: str, pings: Sequence[Ping]) -> StoreResult:
         """Store one frame's valid pings of a device; return once Redis replied.
@@ -139,11 +314,18 @@ class PingWriter:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StoreResult] = loop.create_future()
-        self._queue.append(_Call(org, device_id, self._arguments(org, device_id, pings), future))
+        call = _Call(org, device_id, self._head(org, device_id), self._values(pings), future)
+        self._queue.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._start_flush)
         return await future
+
+    async def aclose(self) -> None:
+        """Close the writer's own Redis connection, if it has one."""
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
@@ -196,35 +378,28 @@ class PingWriter:
         if self._sha is None:
             self._sha = await self.client.script_load(self._script)
         pending = [call for call in calls if not call.future.done()]
-        pipe = self.client.pipeline(transaction=False)
-        for call in pending:
-            org, device_id = call.org, call.device_id
-            pipe.evalsha(
-                self._sha,
-                4,
-                keys.device(org, device_id),
-                keys.history(org, device_id),
-                keys.cells(org),
-                keys.heat(org),
-                *call.args,
-            )
-        replies = await pipe.execute(raise_on_error=False)
+        if self._pipe_params is not None:
+            replies = await self._execute_on_pipe(pending, self._sha)
+        else:
+            replies = await self._execute_on_client(pending, self._sha)
         self.pipelines_sent += 1
 
-        missing_script = [
-            call for call, reply in zip(pending, replies) if isinstance(reply, NoScriptError)
-        ]
+        missing_script = []
         for call, reply in zip(pending, replies):
-            if isinstance(reply, NoScriptError):
+            if isinstance(reply, NoScriptError) or (
+                isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
+            ):
+                missing_script.append(call)
                 continue
             if isinstance(reply, TRANSIENT_ERRORS):
                 raise reply
-            if isinstance(reply, ResponseError | Exception):
+            if isinstance(reply, hiredis.ReplyError | ResponseError | Exception):
                 logger.error(
                     "ingest script failed for org %s device %s: %s",
                     call.org, call.device_id, reply,
                 )
-                call.future.set_exception(reply)
+                error = reply if isinstance(reply, ResponseError) else ResponseError(str(reply))
+                call.future.set_exception(error)
                 continue
             call.future.set_result(_parse_reply(reply))
             self.frames_written += 1
@@ -234,12 +409,51 @@ class PingWriter:
             self._sha = None
             await self._send(missing_script)
 
+    async def _execute_on_pipe(self, calls: list[_Call], sha: str) -> list[Any]:
+        if not calls:
+            return []
+        if self._pipe is None or self._pipe.closed:
+            assert self._pipe_params is not None
+            self._pipe = await RedisPipe.open(self._pipe_params)
+        # Keys, ids and numbers are ASCII, so a str's length is its byte length.
+        prefix = "$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n4\r\n" % (len(sha), sha)
+        limits = "".join(f"${len(value)}\r\n{value}\r\n" for value in self._limits)
+        parts: list[bytes] = []
+        for call in calls:
+            dev, hist, cells, heat, device_id, channel = call.head
+            values = call.values
+            text = [
+                f"*{12 + len(values)}\r\n{prefix}"
+                f"${len(dev)}\r\n{dev}\r\n${len(hist)}\r\n{hist}\r\n"
+                f"${len(cells)}\r\n{cells}\r\n${len(heat)}\r\n{heat}\r\n"
+                f"${len(device_id)}\r\n{device_id}\r\n${len(channel)}\r\n{channel}\r\n"
+                f"{limits}"
+            ]
+            for index in range(0, len(values), 6):
+                t, lat, lon, acc, cell, fix = values[index : index + 6]
+                text.append(
+                    f"${len(t)}\r\n{t}\r\n${len(lat)}\r\n{lat}\r\n"
+                    f"${len(lon)}\r\n{lon}\r\n${len(acc)}\r\n{acc}\r\n"
+                    f"${len(cell)}\r\n{cell}\r\n${len(fix)}\r\n{fix}\r\n"
+                )
+            parts.append("".join(text).encode())
+        return await self._pipe.execute(b"".join(parts), len(calls))
+
+    async def _execute_on_client(self, calls: list[_Call], sha: str) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            dev, hist, cells, heat, device_id, channel = call.head
+            pipe.evalsha(
+                sha, 4, dev, hist, cells, heat, device_id, channel, *self._limits, *call.values
+            )
+        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
 
 def _parse_reply(reply: list[Any]) -> StoreResult:
     statuses = b"".join(reply[0]).decode()
-    jobs_field = reply[1].decode() if reply[1] else ""
+    jobs = [job for job in reply[1].decode().split(",") if job] if reply[1] else []
     interval = float(reply[2]) if reply[2] else None
-    return StoreResult(statuses, [job for job in jobs_field.split(",") if job], interval)
+    return StoreResult(statuses, jobs, interval)
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:
