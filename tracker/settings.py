@@ -9,6 +9,7 @@ variable                   default                     meaning
 ENROUTE_REDIS_URL          (unset: embedded server)    external Redis URL
 ENROUTE_DATA_DIR           ./.enroute                  embedded Redis socket, AOF
 ENROUTE_GRAPH              (bundled Helsinki extract)  road graph source
+ENROUTE_GRAPH_CACHE_DIR    (beside the source)         compiled graph cache
 ENROUTE_HOST               127.0.0.1                   HTTP bind address
 ENROUTE_PORT               8000                        HTTP port
 ENROUTE_WORKERS            1                           server processes
@@ -20,6 +21,10 @@ ENROUTE_MAX_SPEED_MPS      70                          jump filter speed limit
 ENROUTE_INGEST_RETRY_S     30                          store retry before error
 ENROUTE_TILE_URL           OpenStreetMap tiles         map tile template
 ENROUTE_SHARE_TTL_S        86400                       tracking link lifetime
+ENROUTE_GEOFENCE_DWELL_S   30                          inside time before arrival
+ENROUTE_GEOFENCE_MIN_ON_SITE_S 180                     shortest visit that completes
+ENROUTE_GEOFENCE_GRACE_S   300                         outside time before departure
+ENROUTE_GEOFENCE_MAX_ACCURACY_M 100                    worse fixes drive no transition
 =========================  ==========================  ===========================
 """
 
@@ -42,6 +47,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Path(".enroute")
     graph: str | None = None
+    graph_cache_dir: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -54,6 +60,12 @@ class Settings(BaseSettings):
     ingest_retry_s: float = Field(default=30.0, ge=0)
     tile_url: str = DEFAULT_TILE_URL
     share_ttl_s: float = Field(default=86400.0, gt=0)
+
+    # Geofence detection thresholds; see geofence.detection.DetectionConfig.
+    geofence_dwell_s: float = Field(default=30.0, ge=0)
+    geofence_min_on_site_s: float = Field(default=180.0, ge=0)
+    geofence_grace_s: float = Field(default=300.0, ge=0)
+    geofence_max_accuracy_m: float = Field(default=100.0, gt=0)
 
     # Advice sent to devices in every ack, seconds between pings.
     interval_near_s: float = Field(default=5.0, gt=0)

@@ -1,0 +1,313 @@
+"""Jobs REST API and the automatic lifecycle, against a real server and Redis."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from support import Api, Device, ServerProcess, create_org, running_server
+
+# A site on a street inside the bundled Helsinki graph.
+SITE = {"lat": 60.16935, "lon": 24.93890, "radius_m": 50.0}
+METRES_PER_DEGREE_LAT = 111_320.0
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float, float]:
+    return (
+        lat + north_m / METRES_PER_DEGREE_LAT,
+        lon + east_m / (METRES_PER_DEGREE_LAT * math.cos(math.radians(lat))),
+    )
+
+
+def job_body(job_id: str, contractor_id: str, start: float, end: float, **extra: object) -> dict:
+    return {
+        "id": job_id,
+        "contractor_id": contractor_id,
+        "site": dict(SITE),
+        "window": {"start": iso(start), "end": iso(end)},
+        **extra,
+    }
+
+
+def scripted_visit(t0: float) -> list[dict]:
+    """Approach, arrive, work, walk to the van and back, work, depart.
+
+    Fixes every 10 s with 8 m accuracy, starting 400 m north of the site.
+    """
+    pings = []
+    t = t0
+
+    def add(north_m: float, east_m: float = 0.0) -> None:
+        nonlocal t
+        lat, lon = offset(SITE["lat"], SITE["lon"], north_m, east_m)
+        pings.append({"t": t, "lat": lat, "lon": lon, "acc": 8.0})
+        t += 10.0
+
+    for north_m in range(400, 0, -40):  # approach at 4 m/s
+        add(float(north_m))
+    for _ in range(30):  # 5 min of work
+        add(3.0, 2.0)
+    for _ in range(6):  # 1 min at the van, 90 m away
+        add(90.0)
+    for _ in range(18):  # 3 min more work
+        add(-2.0, 1.0)
+    for north_m in range(100, 1300, 60):  # depart at 6 m/s
+        add(float(north_m))
+    for _ in range(60):  # 10 min away
+        add(1300.0)
+    return pings
+
+
+def events_of(api: Api, job_id: str) -> list[dict]:
+    response = api.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return response.json()["timeline"]
+
+
+def test_job_create_and_get(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    created = api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600, address="Mannerheimintie 1"))
+    assert created.status_code == 201, created.text
+    job = api.get("/v1/jobs/j1").json()
+    assert job["status"] == "scheduled"
+    assert job["address"] == "Mannerheimintie 1"
+    assert job["timeline"] == []
+
+
+def test_job_polygon_site_accepted(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    ring = [[24.9385, 60.1692], [24.9395, 60.1692], [24.9395, 60.1697], [24.9385, 60.1697], [24.9385, 60.1692]]
+    body = job_body("j1", "c1", now, now + 3600)
+    body["site"] = {"type": "Polygon", "coordinates": [ring]}
+    response = api.post("/v1/jobs", body)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"site": {"lat": 91, "lon": 24.9, "radius_m": 50}}, "site.lat"),
+        ({"site": {"lat": 60.1, "lon": 24.9, "radius_m": -5}}, "radius_m"),
+        ({"site": {"lon": 24.9, "radius_m": 50}}, "lat"),
+        ({"window": {"start": "2026-01-01T10:00:00+00:00", "end": "2026-01-01T09:00:00+00:00"}}, "window.end must be after window.start"),
+        ({"window": {"start": "2026-01-01T10:00:00", "end": "2026-01-01T11:00:00"}}, "UTC offset"),
+        ({"window": {"start": "tomorrow", "end": "2026-01-01T11:00:00+00:00"}}, "ISO 8601"),
+        ({"contractor_id": "nobody"}, "contractor_id 'nobody' not found"),
+        ({"id": "has space"}, "id must be"),
+    ],
+)
+def test_job_create_invalid_422(api: Api, change: dict, message: str) -> None:
+    api.contractor("c1")
+    now = time.time()
+    body = {**job_body("j1", "c1", now, now + 3600), **change}
+    response = api.post("/v1/jobs", body)
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+
+
+def test_job_duplicate_id_409(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    assert api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600)).status_code == 201
+    assert api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600)).status_code == 409
+
+
+def test_job_unknown_404(api: Api) -> None:
+    assert api.get("/v1/jobs/nope").status_code == 404
+
+
+def test_job_dispatch_future_at_422(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600))
+    response = api.post("/v1/jobs/j1/dispatch", {"at": iso(now + 3600)})
+    assert response.status_code == 422
+    assert "at must lie within" in response.json()["detail"]
+
+
+def test_job_dispatch_then_cancel(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600))
+    dispatched = api.post("/v1/jobs/j1/dispatch")
+    assert dispatched.json()["status"] == "en_route"
+    assert api.post("/v1/jobs/j1/dispatch").status_code == 409
+    cancelled = api.post("/v1/jobs/j1/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+    assert [e["type"] for e in cancelled.json()["timeline"]] == ["job.en_route", "job.cancelled"]
+    assert api.post("/v1/jobs/j1/cancel").status_code == 409
+
+
+def test_job_other_org_not_visible(server: ServerProcess, api: Api, redis_url: str) -> None:
+    api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600))
+    _, other_key = create_org(redis_url)
+    other = Api(server.base_url, other_key)
+    assert other.get("/v1/jobs/j1").status_code == 404
+    assert other.post("/v1/jobs/j1/cancel").status_code == 404
+
+
+async def test_lifecycle_scripted_visit(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    t0 = time.time() - 3600
+    api.post("/v1/jobs", job_body("j1", "c1", t0, t0 + 7200))
+    api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
+    pings = scripted_visit(t0 + 60)
+    async with Device(server.ws_url, token) as device:
+        for ping in pings:
+            assert (await device.send(ping))["accepted"] == 1
+    events = events_of(api, "j1")
+    kinds = [event["type"] for event in events if event["type"] in ("job.arrived", "job.completed")]
+    assert kinds == ["job.arrived", "job.completed"]
+    arrived = next(e for e in events if e["type"] == "job.arrived")
+    completed = next(e for e in events if e["type"] == "job.completed")
+    # The contractor reached the fence 10 pings (100 s) into the track.
+    assert t0 + 60 + 80 <= arrived["t"] <= t0 + 60 + 130
+    # The final departure started after 5 + 1 + 3 min on site.
+    departure_t = t0 + 60 + 100 + 540
+    assert departure_t - 20 <= completed["t"] <= departure_t + 60
+    assert api.get("/v1/jobs/j1").json()["status"] == "completed"
+
+
+async def test_lifecycle_late_batch_stamps_fix_time(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    t0 = time.time() - 3600
+    api.post("/v1/jobs", job_body("j1", "c1", t0, t0 + 7200))
+    api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
+    pings = scripted_visit(t0 + 60)[:50]
+    async with Device(server.ws_url, token) as device:
+        # The phone was offline: the whole approach arrives as one batch.
+        reply = await device.send({"pings": pings})
+    assert reply["accepted"] == 50
+    arrived = [e for e in events_of(api, "j1") if e["type"] == "job.arrived"]
+    assert len(arrived) == 1
+    assert arrived[0]["t"] <= t0 + 60 + 130
+
+
+async def test_lifecycle_order_independent(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    t0 = time.time() - 3600
+    api.post("/v1/jobs", job_body("j1", "c1", t0, t0 + 7200))
+    api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
+    pings = scripted_visit(t0 + 60)[:60]
+    async with Device(server.ws_url, token) as device:
+        # Live pings from the site first, then the buffered approach.
+        await device.send({"pings": pings[30:]})
+        await device.send({"pings": pings[:30]})
+        await device.send({"pings": pings})  # a resend: all duplicates
+    arrived = [e for e in events_of(api, "j1") if e["type"] == "job.arrived"]
+    assert len(arrived) == 1
+
+
+async def test_lifecycle_eta_and_window_while_en_route(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600))
+    api.post("/v1/jobs/j1/dispatch")
+    lat, lon = offset(SITE["lat"], SITE["lon"], 300.0, 0.0)
+    async with Device(server.ws_url, token) as device:
+        await device.send({"t": time.time(), "lat": lat, "lon": lon, "acc": 5.0})
+    job = api.get("/v1/jobs/j1").json()
+    assert job["eta_s"] is not None
+    assert job["eta_s"] > 0
+    window = job["arrival_window"]
+    assert window is not None
+    assert window["earliest"] <= window["latest"]
+
+
+async def test_lifecycle_wrong_contractor_no_arrival(server: ServerProcess, api: Api) -> None:
+    api.contractor("c1")
+    other_token = api.contractor("c2")
+    t0 = time.time() - 3600
+    api.post("/v1/jobs", job_body("j1", "c1", t0, t0 + 7200))
+    api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
+    async with Device(server.ws_url, other_token) as device:
+        await device.send({"pings": scripted_visit(t0 + 60)[:50]})
+    assert api.get("/v1/jobs/j1").json()["status"] == "en_route"
+
+
+def wait_for(check, timeout_s: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.25)
+    return check()
+
+
+def test_scheduler_no_show_flag(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now - 7200, now - 3600))
+    job = wait_for(lambda: "no_show" in (j := api.get("/v1/jobs/j1").json())["flags"] and j)
+    assert job
+    assert "job.no_show" in [e["type"] for e in job["timeline"]]
+
+
+async def test_scheduler_stale_then_cleared(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600))
+    api.post("/v1/jobs/j1/dispatch")
+    lat, lon = offset(SITE["lat"], SITE["lon"], 300.0, 0.0)
+    async with Device(server.ws_url, token) as device:
+        await device.send({"t": now - 300, "lat": lat, "lon": lon, "acc": 5.0})
+        stale = wait_for(lambda: "stale" in api.get("/v1/jobs/j1").json()["flags"])
+        assert stale
+        await device.send({"t": time.time(), "lat": lat, "lon": lon, "acc": 5.0})
+    job = api.get("/v1/jobs/j1").json()
+    assert "stale" not in job["flags"]
+    assert "job.stale_cleared" in [e["type"] for e in job["timeline"]]
+
+
+def test_events_feed_replays_in_order(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    for job_id in ("j1", "j2"):
+        api.post("/v1/jobs", job_body(job_id, "c1", now, now + 3600))
+        api.post(f"/v1/jobs/{job_id}/dispatch")
+    api.post("/v1/jobs/j1/cancel")
+    first = api.get("/v1/events", limit=2).json()
+    rest = api.get("/v1/events", after=first["cursor"]).json()
+    kinds = [(e["job_id"], e["type"]) for e in first["events"] + rest["events"]]
+    assert kinds == [("j1", "job.en_route"), ("j2", "job.en_route"), ("j1", "job.cancelled")]
+
+
+def test_events_bad_cursor_422(api: Api) -> None:
+    response = api.get("/v1/events", after="not-a-cursor")
+    assert response.status_code == 422
+
+
+async def test_lifecycle_restart_mid_visit(tmp_path: Path, redis_url: str, graph_cache_dir: Path) -> None:
+    org, key = create_org(redis_url)
+    t0 = time.time() - 3600
+    pings = scripted_visit(t0 + 60)
+    env = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir)}
+    with running_server(redis_url, tmp_path / "first.log", **env) as first:
+        api = Api(first.base_url, key)
+        token = api.contractor("c1")
+        api.post("/v1/jobs", job_body("j1", "c1", t0, t0 + 7200))
+        api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
+        async with Device(first.ws_url, token) as device:
+            for ping in pings[:25]:  # arrived and working
+                await device.send(ping)
+    with running_server(redis_url, tmp_path / "second.log", **env) as second:
+        api = Api(second.base_url, key)
+        async with Device(second.ws_url, token) as device:
+            for ping in pings[25:]:
+                await device.send(ping)
+        kinds = [e["type"] for e in events_of(api, "j1")]
+    assert kinds.count("job.arrived") == 1
+    assert kinds.count("job.completed") == 1

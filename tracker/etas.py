@@ -1,0 +1,203 @@
+"""ETAs and arrival windows of en-route jobs, on the process's road graph.
+
+Each en-route job gets one reverse shortest-path tree to its site, built
+once per process and kept in an LRU cache, so a ping's ETA is a snap and a
+lookup. The arrival window comes from the organisation's error model, which
+learns from every completed trip, and a per-job smoother keeps it steady
+from ping to ping. Every prediction is logged on the job, so arrivals can
+calibrate the model and the coverage of the windows can be measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from eta.build import load_graph
+from eta.graph import RoadGraph
+from eta.routing import DestinationTree, build_tree
+from eta.windows import ErrorModel, WindowSmoother
+from tracker import keys
+from tracker.jobs import Job, window_json
+from tracker.pings import Ping
+from tracker.store import RedisClient
+
+logger = logging.getLogger(__name__)
+
+TREE_CACHE_SIZE = 2_000
+MODEL_CACHE_S = 30.0
+MAX_PREDICTIONS = 2_000
+# Lead times at which the window coverage of each arrival is recorded.
+COVERAGE_LEAD_TIMES_S = (60.0, 180.0, 300.0, 600.0)
+# A route is stored for display at most this often per job.
+ROUTE_REFRESH_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class EtaUpdate:
+    """The result of one ETA refresh."""
+
+    eta_s: float
+    earliest_t: float
+    latest_t: float
+    confidence: float
+
+
+def site_point(site: dict[str, Any]) -> tuple[float, float]:
+    """Return the (lat, lon) that routes aim at: a circle's centre or a ring's mean."""
+    if site.get("type") == "Polygon":
+        ring = site["coordinates"][0][:-1] or site["coordinates"][0]
+        return (
+            sum(point[1] for point in ring) / len(ring),
+            sum(point[0] for point in ring) / len(ring),
+        )
+    return float(site["lat"]), float(site["lon"])
+
+
+class EtaService:
+    """Trees, error models and the per-job window state of one process."""
+
+    def __init__(self, client: RedisClient, graph: RoadGraph, confidence: float = 0.8) -> None:
+        self.client = client
+        self.graph = graph
+        self.confidence = confidence
+        self._trees: OrderedDict[tuple[str, str], DestinationTree | None] = OrderedDict()
+        self._models: dict[str, tuple[float, ErrorModel]] = {}
+        self._route_t: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    async def create(cls, client: RedisClient, source: str | None, cache_dir: str | None) -> EtaService:
+        """Load the road graph (from its cache when built before) in a thread."""
+        started = time.perf_counter()
+        graph = await asyncio.to_thread(load_graph, source, cache_dir=cache_dir)
+        logger.info(
+            "road graph loaded: %d nodes, %d edges in %.2f s",
+            graph.num_nodes, graph.num_edges, time.perf_counter() - started,
+        )
+        return cls(client, graph)
+
+    def tree_for(self, org: str, job: Job) -> DestinationTree | None:
+        """Return the job's reverse tree, or None when its site is off the network."""
+        cache_key = (org, job.id)
+        if cache_key in self._trees:
+            self._trees.move_to_end(cache_key)
+            return self._trees[cache_key]
+        lat, lon = site_point(job.site)
+        try:
+            tree: DestinationTree | None = build_tree(self.graph, lat, lon)
+        except LookupError as error:
+            logger.warning("no route to job %s of org %s: %s", job.id, org, error)
+            tree = None
+        self._trees[cache_key] = tree
+        if len(self._trees) > TREE_CACHE_SIZE:
+            self._trees.popitem(last=False)
+        return tree
+
+    def tree_to_point(self, lat: float, lon: float) -> DestinationTree | None:
+        """Return a reverse tree to any point, or None when it is off the network."""
+        try:
+            return build_tree(self.graph, lat, lon)
+        except LookupError as error:
+            logger.warning("no tree to (%.6f, %.6f): %s", lat, lon, error)
+            return None
+
+    async def model(self, org: str) -> ErrorModel:
+        """Return the organisation's error model, re-read at most every 30 s."""
+        cached = self._models.get(org)
+        if cached is not None and time.monotonic() - cached[0] < MODEL_CACHE_S:
+            return cached[1]
+        raw = await self.client.get(keys.meta(org) + ":eta-model")
+        model = ErrorModel.from_dict(orjson.loads(raw)) if raw else ErrorModel()
+        self._models[org] = (time.monotonic(), model)
+        return model
+
+    async def update(self, org: str, job: Job, ping: Ping) -> EtaUpdate | None:
+        """Refresh the job's ETA and window from a ping; None when off the network."""
+        tree = self.tree_for(org, job)
+        if tree is None:
+            return None
+        eta_s = tree.eta_s(ping.lat, ping.lon)
+        if eta_s is None:
+            return None
+        model = await self.model(org)
+        job_key = keys.job(org, job.id)
+        raw_smoother = await self.client.hget(job_key, "smoother")
+        smoother = (
+            WindowSmoother.from_dict(orjson.loads(raw_smoother)) if raw_smoother else WindowSmoother()
+        )
+        window = smoother.update(ping.t, eta_s, model, self.confidence)
+        awin = {
+            "earliest_t": window.earliest_t,
+            "latest_t": window.latest_t,
+            "confidence": window.confidence,
+        }
+        fields: dict[str, Any] = {
+            "eta_s": repr(eta_s),
+            "eta_t": repr(ping.t),
+            "awin": orjson.dumps(awin),
+            "smoother": orjson.dumps(smoother.to_dict()),
+        }
+        route_key = (org, job.id)
+        if ping.t - self._route_t.get(route_key, 0.0) >= ROUTE_REFRESH_S:
+            self._route_t[route_key] = ping.t
+            points = tree.route(ping.lat, ping.lon)
+            if points is not None:
+                route = [[round(lat, 6), round(lon, 6)] for lat, lon in points]
+                fields["route"] = orjson.dumps(route)
+                job.route = route
+        prediction = {"t": ping.t, "eta_s": eta_s, **awin}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(job_key, mapping=fields)
+        pipe.rpush(job_key + ":pred", orjson.dumps(prediction))
+        pipe.ltrim(job_key + ":pred", -MAX_PREDICTIONS, -1)
+        job.eta_s, job.eta_t, job.arrival_window = eta_s, ping.t, awin
+        update = {"type": "job", "job": job.public(), "awin": awin, "route": job.route}
+        pipe.publish(keys.live_channel(org), orjson.dumps(update))
+        await pipe.execute()
+        return EtaUpdate(eta_s, window.earliest_t, window.latest_t, window.confidence)
+
+    async def record_arrival(self, org: str, job: Job, arrival_t: float) -> None:
+        """Calibrate the error model with a finished trip and log window coverage."""
+        job_key = keys.job(org, job.id)
+        raw = await self.client.lrange(job_key + ":pred", 0, -1)
+        predictions = [orjson.loads(item) for item in raw]
+        predictions = [p for p in predictions if p["t"] <= arrival_t]
+        if not predictions:
+            return
+        model = await self.model(org)
+        for prediction in predictions:
+            model.observe(prediction["eta_s"], arrival_t - prediction["t"])
+        coverage = []
+        for lead_s in COVERAGE_LEAD_TIMES_S:
+            target_t = arrival_t - lead_s
+            before = [p for p in predictions if p["t"] <= target_t]
+            if not before or target_t - before[-1]["t"] > max(30.0, lead_s * 0.25):
+                continue
+            chosen = before[-1]
+            coverage.append(
+                {
+                    "lead_s": lead_s,
+                    "inside": chosen["earliest_t"] <= arrival_t <= chosen["latest_t"],
+                    "width_s": chosen["latest_t"] - chosen["earliest_t"],
+                }
+            )
+        record = {"job_id": job.id, "arrival_t": arrival_t, "coverage": coverage}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.meta(org) + ":eta-model", orjson.dumps(model.to_dict()))
+        pipe.rpush(keys.meta(org) + ":coverage", orjson.dumps(record))
+        pipe.ltrim(keys.meta(org) + ":coverage", -10_000, -1)
+        await pipe.execute()
+        self._models[org] = (time.monotonic(), model)
+        logger.info(
+            "org %s job %s arrived at t=%.0f; model calibrated with %d predictions",
+            org, job.id, arrival_t, len(predictions),
+        )
+
+
+__all__ = ["EtaService", "EtaUpdate", "site_point", "window_json"]

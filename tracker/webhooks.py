@@ -1,0 +1,240 @@
+"""Webhook subscriptions and their delivery, apart from the ingest path.
+
+Job events land in each organisation's event stream (``{org}:events``). A
+delivery task in every server process reads new events through the Redis
+consumer group ``webhooks``, so processes share the work, and POSTs each
+event to the subscriptions that want its type. The body is the event JSON;
+``X-Enroute-Signature: sha256=<hex>`` is the HMAC-SHA256 of the body under
+the subscription's secret.
+
+A failed delivery is retried with exponential backoff (1 s, 2 s, 4 s, ...
+capped at one hour, ``MAX_ATTEMPTS`` attempts in all). Pending retries live
+in the sorted set ``{org}:webhooks:retry``, so they survive a restart, and
+every attempt is written to the delivery log ``{org}:webhooks:log``. A slow
+or dead receiver delays only its own deliveries: ingest never waits on it.
+
+Unlike API keys and device tokens, webhook secrets are stored as given,
+because signing needs the key itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from redis.exceptions import ResponseError
+
+from tracker import keys
+from tracker.store import TRANSIENT_ERRORS, RedisClient
+
+logger = logging.getLogger(__name__)
+
+GROUP = "webhooks"
+WEBHOOK_ORGS = "enroute:webhook-orgs"
+MAX_ATTEMPTS = 10
+FIRST_RETRY_S = 1.0
+MAX_RETRY_S = 3600.0
+DELIVERY_TIMEOUT_S = 5.0
+MAX_CONCURRENT_DELIVERIES = 32
+POLL_INTERVAL_S = 0.25
+LOG_LENGTH = 1000
+
+
+def sign(secret: str, body: bytes) -> str:
+    """Return the ``X-Enroute-Signature`` header value for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def retry_delay_s(attempt: int) -> float:
+    """Return the wait before attempt ``attempt + 1`` (attempts count from 1)."""
+    return min(FIRST_RETRY_S * 2 ** (attempt - 1), MAX_RETRY_S)
+
+
+def check_url(url: str) -> str:
+    """Return ``url`` if it is an absolute http(s) URL, else raise ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"url must be an absolute http or https URL, got {url!r}")
+    return url
+
+
+class Webhooks:
+    """Subscriptions and the delivery loop of one server process."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self.consumer = f"{socket.gethostname()}-{id(self)}"
+        self._http: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._limit = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
+
+    async def subscribe(self, org: str, url: str, events: list[str]) -> tuple[str, str]:
+        """Add a subscription; return its id and signing secret."""
+        check_url(url)
+        for event in events:
+            if event != "*" and not event.startswith("job."):
+                raise ValueError(f"events must be '*' or job event types such as job.arrived, got {event!r}")
+        hook_id = "wh_" + secrets.token_hex(8)
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        record = {"id": hook_id, "url": url, "events": events, "secret": secret}
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: the group exists
+            await self.client.xgroup_create(keys.org_events(org), GROUP, id="$", mkstream=True)
+        await self.client.hset(keys.webhooks(org), hook_id, orjson.dumps(record))
+        await self.client.sadd(WEBHOOK_ORGS, org)
+        logger.info("org %s subscribed webhook %s to %s", org, hook_id, events)
+        return hook_id, secret
+
+    async def unsubscribe(self, org: str, hook_id: str) -> bool:
+        """Remove a subscription; return whether it existed."""
+        return bool(await self.client.hdel(keys.webhooks(org), hook_id))
+
+    async def list(self, org: str) -> list[dict[str, Any]]:
+        """Return the subscriptions, without their secrets."""
+        hooks = await self._hooks(org)
+        return [{k: v for k, v in hook.items() if k != "secret"} for hook in hooks]
+
+    async def deliveries(self, org: str) -> list[dict[str, Any]]:
+        """Return the delivery log, newest first."""
+        return [orjson.loads(raw) for raw in await self.client.lrange(keys.webhook_log(org), 0, -1)]
+
+    async def _hooks(self, org: str) -> list[dict[str, Any]]:
+        return [orjson.loads(raw) for raw in (await self.client.hgetall(keys.webhooks(org))).values()]
+
+    def start(self) -> None:
+        """Start the delivery loop in the running event loop."""
+        self._http = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the delivery loop; unfinished deliveries are retried later."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def _run(self) -> None:
+        logger.info("webhook delivery started (consumer %s)", self.consumer)
+        failures = 0
+        while True:
+            try:
+                orgs = [org.decode() for org in await self.client.smembers(WEBHOOK_ORGS)]
+                for org in orgs:
+                    await self._deliver_new(org)
+                    await self._deliver_due_retries(org)
+                failures = 0
+                await asyncio.sleep(POLL_INTERVAL_S)
+            except asyncio.CancelledError:
+                logger.info("webhook delivery stopped")
+                raise
+            except TRANSIENT_ERRORS as error:
+                failures += 1
+                delay_s = min(0.5 * 2**failures, 10.0)
+                logger.warning("webhook delivery paused %.1f s: redis error: %s", delay_s, error)
+                await asyncio.sleep(delay_s)
+            except Exception:
+                logger.exception("webhook delivery loop failed; continuing")
+                await asyncio.sleep(1.0)
+
+    async def _deliver_new(self, org: str) -> None:
+        stream = keys.org_events(org)
+        try:
+            batches = await self.client.xreadgroup(
+                GROUP, self.consumer, {stream: ">"}, count=100
+            )
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            with contextlib.suppress(ResponseError):
+                await self.client.xgroup_create(stream, GROUP, id="$", mkstream=True)
+            return
+        if not batches:
+            return
+        hooks = await self._hooks(org)
+        for _, entries in batches:
+            tasks = []
+            for entry_id, fields in entries:
+                event_id = entry_id.decode()
+                event = orjson.loads(fields[b"e"])
+                event["id"] = event_id
+                for hook in hooks:
+                    if "*" in hook["events"] or event["type"] in hook["events"]:
+                        tasks.append(self._attempt(org, hook, event, 1))
+            await asyncio.gather(*tasks)
+            await self.client.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
+
+    async def _deliver_due_retries(self, org: str) -> None:
+        retry_key = keys.webhooks(org) + ":retry"
+        due = await self.client.zrangebyscore(retry_key, "-inf", time.time(), start=0, num=100)
+        if not due:
+            return
+        hooks = {hook["id"]: hook for hook in await self._hooks(org)}
+        tasks = []
+        for member in due:
+            if not await self.client.zrem(retry_key, member):
+                continue  # another process took it
+            pending = orjson.loads(member)
+            hook = hooks.get(pending["hook_id"])
+            if hook is None:
+                continue  # unsubscribed since
+            tasks.append(self._attempt(org, hook, pending["event"], pending["attempt"]))
+        await asyncio.gather(*tasks)
+
+    async def _attempt(self, org: str, hook: dict[str, Any], event: dict[str, Any], attempt: int) -> None:
+        body = orjson.dumps(event)
+        headers = {
+            "Content-Type": "application/json",
+            "X-Enroute-Signature": sign(hook["secret"], body),
+            "X-Enroute-Event": event["type"],
+            "X-Enroute-Delivery": f"{event['id']}/{hook['id']}",
+            "User-Agent": "enroute-webhooks/0.1",
+        }
+        status_code: int | None = None
+        error_text = ""
+        assert self._http is not None
+        async with self._limit:
+            try:
+                response = await self._http.post(hook["url"], content=body, headers=headers)
+                status_code = response.status_code
+            except httpx.HTTPError as error:
+                error_text = f"{type(error).__name__}: {error}"
+        ok = status_code is not None and 200 <= status_code < 300
+        log_entry = {
+            "hook_id": hook["id"],
+            "event_id": event["id"],
+            "event_type": event["type"],
+            "attempt": attempt,
+            "status_code": status_code,
+            "error": error_text or None,
+            "ok": ok,
+            "t": time.time(),
+        }
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(keys.webhook_log(org), orjson.dumps(log_entry))
+        pipe.ltrim(keys.webhook_log(org), 0, LOG_LENGTH - 1)
+        if not ok:
+            if attempt < MAX_ATTEMPTS:
+                delay_s = retry_delay_s(attempt)
+                pending = {"hook_id": hook["id"], "event": event, "attempt": attempt + 1}
+                pipe.zadd(keys.webhooks(org) + ":retry", {orjson.dumps(pending): time.time() + delay_s})
+                logger.warning(
+                    "webhook %s of org %s failed for event %s (attempt %d: %s); retrying in %.0f s",
+                    hook["id"], org, event["id"], attempt, status_code or error_text, delay_s,
+                )
+            else:
+                logger.error(
+                    "webhook %s of org %s gave up on event %s after %d attempts: %s",
+                    hook["id"], org, event["id"], attempt, status_code or error_text,
+                )
+        await pipe.execute()
