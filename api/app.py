@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,9 +11,10 @@ import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from api import devices
+from api import devices, jobs, live
 from api.auth import require_org, runtime_of
 from api.runtime import Runtime
 from tracker import orgs
@@ -28,6 +30,37 @@ class ContractorIn(BaseModel):
 
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(default="", max_length=200)
+
+
+async def start_services(runtime: Runtime) -> None:
+    """Load the road graph and start the lifecycle, live hub and background tasks."""
+    from tracker.etas import EtaService
+    from tracker.lifecycle import Lifecycle
+    from tracker.live import LiveHub
+    from tracker.scheduler import FlagScheduler
+    from tracker.webhooks import Webhooks
+
+    settings = runtime.settings
+    etas = await EtaService.create(runtime.redis, settings.graph, settings.graph_cache_dir)
+    lifecycle = Lifecycle(runtime.redis, settings, etas)
+    runtime.ingest.observers.append(lifecycle.on_pings)
+    hub = LiveHub(runtime.redis)
+    webhooks = Webhooks(runtime.redis)
+    scheduler = FlagScheduler(runtime.redis, lifecycle.jobs, settings)
+    runtime.services.update(
+        etas=etas, lifecycle=lifecycle, hub=hub, webhooks=webhooks, scheduler=scheduler
+    )
+    hub.start()
+    webhooks.start()
+    scheduler.start()
+
+
+async def stop_services(runtime: Runtime) -> None:
+    """Stop the background tasks started by :func:`start_services`."""
+    for name in ("scheduler", "webhooks", "hub"):
+        service = runtime.services.get(name)
+        if service is not None:
+            await service.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,6 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     app.include_router(devices.router)
+    app.include_router(jobs.router)
+    app.include_router(live.router)
+    web_dir = str(importlib.resources.files("web"))
+    app.mount("/static", StaticFiles(directory=web_dir), name="static")
+    app.state.startup_hooks.append(start_services)
+    app.state.shutdown_hooks.append(stop_services)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:

@@ -1,0 +1,260 @@
+"""Tracking links, fleet queries and live fan-out across server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import h3
+import orjson
+import pytest
+import websockets
+
+from support import Api, Device, ServerProcess, create_org, running_server
+
+SITE = {"lat": 60.16935, "lon": 24.93890, "radius_m": 50.0}
+FAR = (60.17200, 24.93890)  # about 300 m north of the site
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def make_job(api: Api, job_id: str = "j1", contractor_id: str = "c1") -> str:
+    token = api.contractor(contractor_id)
+    now = time.time()
+    body = {
+        "id": job_id,
+        "contractor_id": contractor_id,
+        "site": dict(SITE),
+        "window": {"start": iso(now), "end": iso(now + 3600)},
+    }
+    assert api.post("/v1/jobs", body).status_code == 201
+    return token
+
+
+def share(api: Api, job_id: str = "j1", **params: float) -> dict:
+    response = api.client.post(f"/v1/jobs/{job_id}/share", params=params)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def next_update(connection: websockets.ClientConnection, timeout_s: float = 10.0) -> dict:
+    """Return the next ``update`` message, skipping events."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        message = orjson.loads(await asyncio.wait_for(connection.recv(), deadline - time.monotonic()))
+        if message["type"] == "update":
+            return message
+
+
+async def test_track_hides_position_before_dispatch(server: ServerProcess, api: Api) -> None:
+    token = make_job(api)
+    link = share(api)
+    async with Device(server.ws_url, token) as device:
+        await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+    snapshot = httpx.get(f"{server.base_url}/v1/track/{link['token']}").json()
+    assert snapshot["status"] == "scheduled"
+    assert snapshot["position"] is None
+
+
+async def test_track_pushes_positions_en_route(server: ServerProcess, api: Api) -> None:
+    token = make_job(api)
+    api.post("/v1/jobs/j1/dispatch")
+    link = share(api)
+    url = f"{server.ws_url}/v1/track/{link['token']}/ws"
+    async with websockets.connect(url) as viewer, Device(server.ws_url, token) as device:
+        first = await next_update(viewer)
+        assert first["status"] == "en_route"
+        now = time.time()
+        await device.send({"t": now, "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+        update = await next_update(viewer)
+        while update["position"] is None or update["position"]["t"] != now:
+            update = await next_update(viewer)
+    assert update["position"]["lat"] == FAR[0]
+
+
+async def test_track_hides_position_after_cancel(server: ServerProcess, api: Api) -> None:
+    token = make_job(api)
+    api.post("/v1/jobs/j1/dispatch")
+    link = share(api)
+    async with Device(server.ws_url, token) as device:
+        await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+        api.post("/v1/jobs/j1/cancel")
+        await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+    snapshot = httpx.get(f"{server.base_url}/v1/track/{link['token']}").json()
+    assert snapshot["status"] == "cancelled"
+    assert snapshot["position"] is None
+    assert "route" not in snapshot
+
+
+async def test_track_privacy_distance_rule(server: ServerProcess, api: Api) -> None:
+    token = make_job(api)
+    api.client.put("/v1/org/privacy", json={"reveal_within_m": 100})
+    api.post("/v1/jobs/j1/dispatch")
+    link = share(api)
+    async with Device(server.ws_url, token) as device:
+        await device.send({"t": time.time() - 20, "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+        far = httpx.get(f"{server.base_url}/v1/track/{link['token']}").json()
+        await device.send({"t": time.time(), "lat": SITE["lat"] + 0.0005, "lon": SITE["lon"], "acc": 5.0})
+        near = httpx.get(f"{server.base_url}/v1/track/{link['token']}").json()
+    assert far["position"] is None
+    assert near["position"] is not None
+
+
+@pytest.mark.parametrize(("token", "code"), [("st_unknown", 4404)])
+async def test_track_bad_token_close_code(server: ServerProcess, token: str, code: int) -> None:
+    async with websockets.connect(f"{server.ws_url}/v1/track/{token}/ws") as connection:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == code
+
+
+async def test_track_expired_link_closes_4410(server: ServerProcess, api: Api) -> None:
+    make_job(api)
+    link = share(api, ttl_s=1)
+    await asyncio.sleep(1.5)
+    async with websockets.connect(f"{server.ws_url}/v1/track/{link['token']}/ws") as connection:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4410
+    assert httpx.get(f"{server.base_url}/v1/track/{link['token']}").status_code == 410
+
+
+async def test_fleet_geojson_and_heatmap(server: ServerProcess, api: Api) -> None:
+    now = time.time()
+    points = [(60.1690, 24.9380), (60.1691, 24.9381), (60.1720, 24.9450)]
+    for index, (lat, lon) in enumerate(points):
+        token = api.contractor(f"c{index}")
+        async with Device(server.ws_url, token) as device:
+            await device.send({"t": now, "lat": lat, "lon": lon, "acc": 5.0})
+    fleet = api.get("/v1/fleet").json()
+    assert {f["properties"]["contractor_id"] for f in fleet["features"]} == {"c0", "c1", "c2"}
+    cells = api.get("/v1/fleet/heatmap", res=7, format="cells").json()["cells"]
+    expected: dict[str, int] = {}
+    for lat, lon in points:
+        cell = h3.latlng_to_cell(lat, lon, 7)
+        expected[cell] = expected.get(cell, 0) + 1
+    assert {c["h3"]: c["count"] for c in cells} == expected
+    geojson = api.get("/v1/fleet/heatmap", res=9).json()
+    assert sum(f["properties"]["count"] for f in geojson["features"]) == 3
+
+
+def test_heatmap_bad_resolution_422(api: Api) -> None:
+    response = api.get("/v1/fleet/heatmap", res=4)
+    assert response.status_code == 422
+    assert "res must be within 5..10, got 4" in response.json()["detail"]
+
+
+async def test_heatmap_counts_follow_moves(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    now = time.time()
+    async with Device(server.ws_url, token) as device:
+        await device.send({"t": now - 100, "lat": 60.1690, "lon": 24.9380, "acc": 5.0})
+        await device.send({"t": now - 10, "lat": 60.1720, "lon": 24.9450, "acc": 5.0})
+    cells = api.get("/v1/fleet/heatmap", res=9, format="cells").json()["cells"]
+    assert cells == [{"h3": h3.latlng_to_cell(60.1720, 24.9450, 9), "count": 1}]
+
+
+async def test_nearby_orders_by_distance(server: ServerProcess, api: Api) -> None:
+    now = time.time()
+    offsets = {"near": 0.0005, "middle": 0.002, "far": 0.004}
+    for name, north in offsets.items():
+        token = api.contractor(name)
+        async with Device(server.ws_url, token) as device:
+            await device.send({"t": now, "lat": SITE["lat"] + north, "lon": SITE["lon"], "acc": 5.0})
+    found = api.get("/v1/fleet/nearby", lat=SITE["lat"], lon=SITE["lon"], limit=2).json()["contractors"]
+    assert [c["contractor_id"] for c in found] == ["near", "middle"]
+    assert found[0]["distance_m"] < found[1]["distance_m"]
+    assert found[0]["eta_s"] is not None
+
+
+async def test_nearby_pentagon_point(server: ServerProcess, api: Api) -> None:
+    # The centre of the pentagon of base cell 4, off the Norwegian coast.
+    lat, lon = 64.70000012793487, 10.53619907546767
+    token = api.contractor("boat")
+    async with Device(server.ws_url, token) as device:
+        reply = await device.send({"t": time.time(), "lat": lat, "lon": lon, "acc": 10.0})
+    assert reply["accepted"] == 1
+    found = api.get("/v1/fleet/nearby", lat=64.7005, lon=10.537, limit=1).json()["contractors"]
+    assert [c["contractor_id"] for c in found] == ["boat"]
+
+
+async def test_fleet_ws_requires_key(server: ServerProcess) -> None:
+    async with websockets.connect(f"{server.ws_url}/v1/fleet/ws?token=ek_wrong") as connection:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+
+
+async def test_fanout_across_two_processes(
+    tmp_path: Path, redis_url: str, graph_cache_dir: Path
+) -> None:
+    org, key = create_org(redis_url)
+    env = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir)}
+    with running_server(redis_url, tmp_path / "a.log", **env) as a, running_server(
+        redis_url, tmp_path / "b.log", **env
+    ) as b:
+        api = Api(a.base_url, key)
+        token = make_job(api)
+        api.post("/v1/jobs/j1/dispatch")
+        link = share(api)
+        fleet_url = f"{b.ws_url}/v1/fleet/ws?token={key}"
+        track_url = f"{b.ws_url}/v1/track/{link['token']}/ws"
+        async with websockets.connect(fleet_url) as dispatcher, websockets.connect(track_url) as customer:
+            await next_update(customer)
+            await asyncio.sleep(0.3)
+            now = time.time()
+            async with Device(a.ws_url, token) as device:
+                await device.send({"t": now, "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+            seen = orjson.loads(await asyncio.wait_for(dispatcher.recv(), 10))
+            while seen["type"] != "position":
+                seen = orjson.loads(await asyncio.wait_for(dispatcher.recv(), 10))
+            update = await next_update(customer)
+            while update["position"] is None:
+                update = await next_update(customer)
+    assert seen["contractor_id"] == "c1"
+    assert update["position"]["t"] == now
+
+
+async def test_stalled_viewer_does_not_slow_ingest(server: ServerProcess, api: Api, org: tuple[str, str]) -> None:
+    # A dispatcher that connects and never reads, with a tiny receive buffer.
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    request = (
+        f"GET /v1/fleet/ws?token={org[1]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    stalled.sendall(request.encode())
+    try:
+        tokens = [api.contractor(f"c{i}") for i in range(20)]
+        fleet_url = f"{server.ws_url}/v1/fleet/ws?token={org[1]}"
+        async with websockets.connect(fleet_url) as healthy:
+            now = time.time() - 60
+            latencies = []
+            for round_index in range(10):
+                for index, token in enumerate(tokens):
+                    async with Device(server.ws_url, token) as device:
+                        started = time.perf_counter()
+                        frame = {"pings": [{"t": now + round_index * 5 + i * 0.01, "lat": 60.17 + index * 1e-4,
+                                            "lon": 24.94 + i * 1e-5, "acc": 5.0} for i in range(200)]}
+                        await device.send(frame)
+                        latencies.append(time.perf_counter() - started)
+            received = 0
+            with pytest.raises(TimeoutError):
+                while True:
+                    await asyncio.wait_for(healthy.recv(), 1.0)
+                    received += 1
+    finally:
+        stalled.close()
+    latencies.sort()
+    assert latencies[int(len(latencies) * 0.95)] < 1.0
+    assert received > 0

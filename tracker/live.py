@@ -1,0 +1,231 @@
+"""Live fan-out: Redis pub/sub to the viewers connected to this process.
+
+The ingest script publishes every new latest position, and job changes are
+published beside them, on one channel per organisation. Each process holds
+one subscription per organisation that has a viewer here, so a device, its
+customer and its dispatcher may be connected to three different processes.
+
+Viewers never slow ingest or each other: the hub only drops the newest
+message into each viewer's mailbox, which keeps the latest message per key
+(per contractor, per job) and a short list of events, and the viewer's own
+task sends when its socket accepts. A viewer that makes no progress for
+``STALL_TIMEOUT_S`` seconds is disconnected.
+
+When the pub/sub connection fails (a Redis restart), the hub reconnects
+with backoff and subscribes again; viewers stay connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from tracker import keys
+from tracker.store import TRANSIENT_ERRORS, RedisClient
+
+logger = logging.getLogger(__name__)
+
+STALL_TIMEOUT_S = 30.0
+MAX_QUEUED_EVENTS = 100
+MAX_KEYS_PER_VIEWER = 100_000
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 5.0
+
+SendFunction = Callable[[bytes], Awaitable[None]]
+
+
+class ViewerStalledError(Exception):
+    """A viewer's socket accepted nothing for ``STALL_TIMEOUT_S`` seconds."""
+
+
+class Mailbox:
+    """Latest message per key plus a bounded event list, for one viewer."""
+
+    def __init__(self) -> None:
+        self.latest: OrderedDict[str, bytes] = OrderedDict()
+        self.events: deque[bytes] = deque(maxlen=MAX_QUEUED_EVENTS)
+        self.ready = asyncio.Event()
+        self.dropped_events = 0
+
+    def put_latest(self, key: str, message: bytes) -> None:
+        self.latest[key] = message
+        self.latest.move_to_end(key)
+        if len(self.latest) > MAX_KEYS_PER_VIEWER:
+            self.latest.popitem(last=False)
+        self.ready.set()
+
+    def put_event(self, message: bytes) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.dropped_events += 1
+        self.events.append(message)
+        self.ready.set()
+
+    def take(self) -> list[bytes]:
+        # Events first, so a status change is seen before positions after it.
+        messages = list(self.events)
+        messages.extend(self.latest.values())
+        self.events.clear()
+        self.latest.clear()
+        self.ready.clear()
+        return messages
+
+
+class Viewer:
+    """One live connection: filters hub messages and sends what concerns it.
+
+    Subclasses decide what a message means for them in :meth:`offer`.
+    """
+
+    def __init__(self, org: str, send: SendFunction) -> None:
+        self.org = org
+        self.send = send
+        self.mailbox = Mailbox()
+
+    def offer(self, message: dict[str, Any], raw: bytes) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Send mailbox contents until cancelled.
+
+        Raises
+        ------
+        ViewerStalledError
+            When one send does not finish within ``STALL_TIMEOUT_S``.
+        """
+        while True:
+            await self.mailbox.ready.wait()
+            for message in self.mailbox.take():
+                try:
+                    await asyncio.wait_for(self.send(message), STALL_TIMEOUT_S)
+                except TimeoutError:
+                    raise ViewerStalledError(
+                        f"viewer of org {self.org} accepted nothing for {STALL_TIMEOUT_S:.0f} s"
+                    ) from None
+
+
+class FleetViewer(Viewer):
+    """A dispatcher: every position and job change of the organisation."""
+
+    def offer(self, message: dict[str, Any], raw: bytes) -> None:
+        kind = message.get("type")
+        if kind == "position":
+            self.mailbox.put_latest("p:" + message["contractor_id"], raw)
+        elif kind == "job":
+            self.mailbox.put_latest("j:" + message["job"]["id"], raw)
+        elif kind == "event":
+            self.mailbox.put_event(raw)
+
+
+class LiveHub:
+    """The pub/sub subscriptions of one process and the viewers they feed."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self._viewers: dict[str, set[Viewer]] = {}
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._delay_s = RECONNECT_FIRST_S
+        self.messages_received = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pubsub is not None:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._pubsub.aclose()
+
+    async def add(self, viewer: Viewer) -> None:
+        """Register a viewer; subscribe to its organisation if it is the first."""
+        viewers = self._viewers.setdefault(viewer.org, set())
+        viewers.add(viewer)
+        if len(viewers) == 1:
+            self._changed.set()
+            await self._wait_subscribed(viewer.org)
+
+    def remove(self, viewer: Viewer) -> None:
+        """Unregister a viewer; the subscription ends with the last one."""
+        viewers = self._viewers.get(viewer.org)
+        if viewers is None:
+            return
+        viewers.discard(viewer)
+        if not viewers:
+            del self._viewers[viewer.org]
+            self._changed.set()
+
+    async def _wait_subscribed(self, org: str, timeout_s: float = 5.0) -> None:
+        # Updates published before the subscription is active would be
+        # missed, so a new viewer waits for it (or gives up after a while).
+        channel = keys.live_channel(org).encode()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if self._pubsub is not None and channel in self._pubsub.channels:
+                return
+            await asyncio.sleep(0.02)
+
+    async def _run(self) -> None:
+        self._delay_s = RECONNECT_FIRST_S
+        while True:
+            delay_s = self._delay_s
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT_ERRORS as error:
+                logger.warning("live pub/sub connection lost (%s); reconnecting in %.1f s", error, delay_s)
+            except Exception:
+                logger.exception("live pub/sub listener failed; restarting in %.1f s", delay_s)
+            self._pubsub = None
+            await asyncio.sleep(delay_s)
+            self._delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+
+    async def _listen(self) -> None:
+        pubsub = self.client.pubsub()
+        subscribed: set[str] = set()
+        try:
+            await pubsub.ping()  # fails fast while Redis is down
+            self._pubsub = pubsub
+            self._delay_s = RECONNECT_FIRST_S
+            logger.info("live pub/sub connected")
+            while True:
+                wanted = {keys.live_channel(org) for org in self._viewers}
+                if wanted - subscribed:
+                    await pubsub.subscribe(*(wanted - subscribed))
+                if subscribed - wanted:
+                    await pubsub.unsubscribe(*(subscribed - wanted))
+                subscribed = wanted
+                self._changed.clear()
+                if not subscribed:
+                    await self._changed.wait()
+                    continue
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message is not None and message["type"] == "message":
+                    self._dispatch(message["channel"], message["data"])
+        finally:
+            self._pubsub = None
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await pubsub.aclose()
+
+    def _dispatch(self, channel: bytes, raw: bytes) -> None:
+        self.messages_received += 1
+        org = channel.decode()[1:].split("}", 1)[0]
+        viewers = self._viewers.get(org)
+        if not viewers:
+            return
+        message = orjson.loads(raw)
+        for viewer in list(viewers):
+            try:
+                viewer.offer(message, raw)
+            except Exception:
+                logger.exception("viewer of org %s failed to take a message", org)

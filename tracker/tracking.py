@@ -1,0 +1,207 @@
+"""Customer tracking links: share tokens, privacy rules and the live view.
+
+A link carries a random token (``st_...``) scoped to one job; Redis keeps
+only its SHA-256 digest with the job and the expiry. The customer sees the
+contractor's position only while the job is en route or on site, and, when
+the organisation sets ``reveal_within_s`` or ``reveal_within_m``, only once
+the contractor is that close in time or distance. Before and after, the
+view shows the status and the arrival window alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tracker import keys, orgs
+from tracker.jobs import Job, JobStatus, iso, window_json
+from tracker.live import Viewer
+from tracker.store import RedisClient
+
+# An expired link's record is kept this long, so it reports "expired"
+# instead of "unknown".
+EXPIRED_RECORD_S = 7 * 86400
+EARTH_RADIUS_M = 6_371_008.8
+VISIBLE_STATUSES = frozenset({JobStatus.EN_ROUTE, JobStatus.ARRIVED})
+
+
+class ShareError(Exception):
+    """Base of the tracking link errors."""
+
+
+class ShareNotFoundError(ShareError, LookupError):
+    """The token matches no tracking link."""
+
+
+class ShareExpiredError(ShareError, LookupError):
+    """The tracking link has expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What a tracking link points at."""
+
+    org: str
+    job_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Privacy:
+    """An organisation's rules for revealing the position to customers."""
+
+    reveal_within_s: float | None = None
+    reveal_within_m: float | None = None
+
+    def allows(self, eta_s: float | None, distance_m: float | None) -> bool:
+        """Return whether a contractor this close may be shown."""
+        if self.reveal_within_s is None and self.reveal_within_m is None:
+            return True
+        if self.reveal_within_s is not None and eta_s is not None and eta_s <= self.reveal_within_s:
+            return True
+        return (
+            self.reveal_within_m is not None
+            and distance_m is not None
+            and distance_m <= self.reveal_within_m
+        )
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Return the great-circle distance between two (lat, lon) points in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+async def create_share(client: RedisClient, org: str, job_id: str, ttl_s: float) -> tuple[str, float]:
+    """Create a tracking link token; return it and its expiry in Unix seconds."""
+    token = orgs.new_secret(orgs.SHARE_TOKEN_PREFIX)
+    expires_at = time.time() + ttl_s
+    record = orjson.dumps({"org": org, "job_id": job_id, "expires_at": expires_at})
+    await client.set(
+        keys.share_token(orgs.hash_secret(token)), record, ex=int(ttl_s + EXPIRED_RECORD_S)
+    )
+    return token, expires_at
+
+
+async def resolve_share(client: RedisClient, token: str) -> Share:
+    """Return the link behind a token.
+
+    Raises
+    ------
+    ShareNotFoundError
+        For an unknown token.
+    ShareExpiredError
+        For a link past its expiry.
+    """
+    raw = await client.get(keys.share_token(orgs.hash_secret(token)))
+    if not raw:
+        raise ShareNotFoundError("tracking link not found")
+    body = orjson.loads(raw)
+    share = Share(body["org"], body["job_id"], body["expires_at"])
+    if share.expires_at < time.time():
+        raise ShareExpiredError(f"tracking link expired at {iso(share.expires_at)}")
+    return share
+
+
+async def load_privacy(client: RedisClient, org: str) -> Privacy:
+    """Read the organisation's reveal settings."""
+    within_s, within_m = await client.hmget(keys.meta(org), "reveal_within_s", "reveal_within_m")
+    return Privacy(
+        float(within_s) if within_s else None,
+        float(within_m) if within_m else None,
+    )
+
+
+class TrackView:
+    """What one customer may see of one job, kept current by live messages."""
+
+    def __init__(self, job: Job, fix: dict[str, Any] | None, privacy: Privacy) -> None:
+        self.job = job
+        self.fix = fix
+        self.privacy = privacy
+        self.route: list[list[float]] | None = job.route
+
+    def site_distance_m(self) -> float | None:
+        if self.fix is None:
+            return None
+        site = self.job.site
+        if site.get("type") == "Polygon":
+            ring = site["coordinates"][0]
+            lat = sum(p[1] for p in ring) / len(ring)
+            lon = sum(p[0] for p in ring) / len(ring)
+        else:
+            lat, lon = site["lat"], site["lon"]
+        return distance_m(self.fix["lat"], self.fix["lon"], lat, lon)
+
+    def position_visible(self) -> bool:
+        """Return whether the customer may see the contractor now."""
+        if self.job.status not in VISIBLE_STATUSES or self.fix is None:
+            return False
+        return self.privacy.allows(self.job.eta_s, self.site_distance_m())
+
+    def update(self) -> dict[str, Any]:
+        """Return the customer's view as an ``update`` message."""
+        job = self.job
+        visible = self.position_visible()
+        body: dict[str, Any] = {
+            "type": "update",
+            "job_id": job.id,
+            "status": job.status.value,
+            "flags": job.flags,
+            "site": job.site,
+            "address": job.address,
+            "window": job.window.to_json(),
+            "eta_s": job.eta_s if job.status is JobStatus.EN_ROUTE else None,
+            "arrival_window": window_json(job.arrival_window) if job.status is JobStatus.EN_ROUTE else None,
+            "position": None,
+        }
+        if visible and self.fix is not None:
+            body["position"] = {
+                key: self.fix[key] for key in ("lat", "lon", "t", "acc") if key in self.fix
+            }
+            if job.status is JobStatus.EN_ROUTE and self.route:
+                body["route"] = self.route
+        return body
+
+
+class TrackViewer(Viewer):
+    """A customer's live connection to one job."""
+
+    def __init__(self, org: str, view: TrackView, send: Any) -> None:
+        super().__init__(org, send)
+        self.view = view
+
+    def offer(self, message: dict[str, Any], raw: bytes) -> None:
+        view = self.view
+        kind = message.get("type")
+        if kind == "position":
+            if message["contractor_id"] != view.job.contractor_id:
+                return
+            view.fix = message["fix"]
+            if not view.position_visible():
+                return
+        elif kind == "job":
+            changed = message["job"]
+            if changed["id"] != view.job.id:
+                return
+            view.job.eta_s = changed.get("eta_s")
+            view.job.arrival_window = message.get("awin") or view.job.arrival_window
+            if message.get("route"):
+                view.route = message["route"]
+        elif kind == "event":
+            event = message["event"]
+            if event.get("job_id") != view.job.id:
+                return
+            view.job.status = JobStatus(event["status"])
+            view.job.flags = event["flags"]
+            self.mailbox.put_event(orjson.dumps({"type": "event", "event": event}))
+        else:
+            return
+        self.mailbox.put_latest("update", orjson.dumps(view.update()))
+
