@@ -10,6 +10,10 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
 
 from tracker.redis_server import EmbeddedRedis, RedisUnavailableError
 from tracker.settings import Settings, load_settings
@@ -22,11 +26,12 @@ GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def configure_logging(level: str) -> None:
-    """Log to stderr with time, level and module."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Log to stderr with time, level and module, secrets masked."""
+    import logging.config
+
+    from api.logs import log_config
+
+    logging.config.dictConfig(log_config(level))
 
 
 @contextlib.contextmanager
@@ -72,10 +77,13 @@ def run_server(settings: Settings, redis_url: str) -> None:
     # of the ingest path (python -m benchmarks.ingest, single-ping frames).
     gc.set_threshold(*GC_THRESHOLDS)
 
+    from api.logs import log_config
     from api.websocket_protocol import PROTOCOL_IMPORT_STRING
 
     # Worker processes read their settings from the environment.
     os.environ["ENROUTE_REDIS_URL"] = redis_url
+    os.environ["ENROUTE_HOST"] = settings.host
+    os.environ["ENROUTE_PORT"] = str(settings.port)
     if settings.graph:
         os.environ["ENROUTE_GRAPH"] = settings.graph
     uvicorn.run(
@@ -90,7 +98,7 @@ def run_server(settings: Settings, redis_url: str) -> None:
         # and cost CPU on every frame and a zlib context per connection.
         ws=PROTOCOL_IMPORT_STRING,
         ws_per_message_deflate=False,
-        log_level="info",
+        log_config=log_config(logging.getLevelName(logging.getLogger().level)),
         access_log=False,
     )
 
@@ -127,10 +135,79 @@ def command_org_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_graph_build(args: argparse.Namespace) -> int:
+    from eta.build import build_graph
+    from eta.errors import GraphSourceError
+
+    try:
+        graph = build_graph(args.source, cache_dir=args.cache_dir, progress=True)
+    except GraphSourceError as error:
+        print(f"enroute: {error}", file=sys.stderr)
+        return 1
+    report = graph.report
+    print(f"graph: {graph.num_nodes} nodes, {graph.num_edges} edges")
+    for name, value in sorted(report.items()):
+        print(f"  {name}: {value}")
+    print(f"cached at: {graph.cache_path}")
+    return 0
+
+
+def _simulator_config(args: argparse.Namespace, base_url: str, api_key: str) -> Any:
+    from benchmarks.simulator import SimulatorConfig
+
+    return SimulatorConfig(
+        base_url=base_url,
+        api_key=api_key,
+        contractors=args.contractors,
+        jobs_per_contractor=args.jobs,
+        interval_s=args.interval,
+        service_s=args.service_s,
+        duration_s=args.duration,
+        seed=args.seed,
+        prefix=args.prefix,
+    )
+
+
+def command_simulate(args: argparse.Namespace) -> int:
+    from benchmarks.simulator import Simulator, SimulatedContractor, load_gpx, time_track
+    from eta.build import load_graph
+
+    graph = load_graph(args.graph, progress=True)
+    config = _simulator_config(args, args.url.rstrip("/"), args.api_key)
+
+    async def simulate() -> dict[str, Any]:
+        simulator = Simulator(config, graph)
+        try:
+            if args.gpx:
+                route = time_track(graph, load_gpx(Path(args.gpx)))
+                contractor = simulator.contractors[0]
+                await contractor.register()
+                await contractor.replay(route)
+            else:
+                await simulator.setup()
+                await simulator.run()
+            return await simulator.summary()
+        finally:
+            await simulator.close()
+
+    summary = asyncio.run(simulate())
+    print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from api.demo import run_demo
+
+    return run_demo(args, _settings_from(args), _simulator_config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``enroute`` command."""
     parser = argparse.ArgumentParser(prog="enroute", description=__doc__)
-    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="log level (default info)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the server")
@@ -145,7 +222,43 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--redis-url", help="external Redis URL (default: embedded server)")
     create.add_argument("--data-dir", help="folder of the embedded Redis (default ./.enroute)")
     create.set_defaults(handler=command_org_create)
+
+    graph = commands.add_parser("graph", help="road graphs")
+    graph_commands = graph.add_subparsers(dest="graph_command", required=True)
+    build = graph_commands.add_parser(
+        "build",
+        help="build and cache a road graph from .osm, .osm.gz, .osm.bz2, .osm.pbf, "
+        ".graphml or a place name (online)",
+    )
+    build.add_argument("source")
+    build.add_argument("--cache-dir", help="where to write the compiled graph (default: beside the source)")
+    build.set_defaults(handler=command_graph_build)
+
+    simulate = commands.add_parser("simulate", help="drive simulated contractors against a server")
+    simulate.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
+    simulate.add_argument("--api-key", required=True, help="API key of the organisation to use")
+    simulate.add_argument("--graph", help="road graph source file (default: bundled Helsinki)")
+    _add_simulation_flags(simulate)
+    simulate.add_argument("--gpx", help="replay this GPX track with one contractor instead")
+    simulate.set_defaults(handler=command_simulate)
+
+    demo = commands.add_parser("demo", help="run the server and a simulated fleet on real streets")
+    _add_server_flags(demo)
+    _add_simulation_flags(demo, default_duration=None)
+    demo.set_defaults(handler=command_demo)
     return parser
+
+
+def _add_simulation_flags(
+    parser: argparse.ArgumentParser, default_duration: float | None = None
+) -> None:
+    parser.add_argument("--contractors", type=int, default=5, help="simulated contractors (default 5)")
+    parser.add_argument("--jobs", type=int, default=3, help="jobs per contractor (default 3)")
+    parser.add_argument("--interval", type=float, help="seconds between pings (default: the server's advice)")
+    parser.add_argument("--service-s", type=float, default=90.0, help="seconds on site per job (default 90)")
+    parser.add_argument("--duration", type=float, default=default_duration, help="stop after this many seconds")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--prefix", default="sim", help="prefix of contractor and job ids")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

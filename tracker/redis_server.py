@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import redis
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,15 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _has_live_owner(pid: int) -> bool:
+    """Return whether the process's parent is a live process other than init."""
+    try:
+        parent = psutil.Process(pid).ppid()
+    except psutil.Error:
+        return False
+    return parent > 1 and _pid_alive(parent)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -103,6 +113,7 @@ class EmbeddedRedis:
         self.pid_path = self.data_dir / "redis.pid"
         self._process: subprocess.Popen[bytes] | None = None
         self._adopted_pid: int | None = None
+        self._shared = False
 
     @property
     def url(self) -> str:
@@ -150,9 +161,18 @@ class EmbeddedRedis:
         return self.url
 
     def stop(self) -> None:
-        """Stop the server gracefully so the append-only file is complete."""
+        """Stop the server gracefully so the append-only file is complete.
+
+        A server that this object reused while another live process owns it
+        (an ``enroute serve`` running with the same data directory) is left
+        running for its owner.
+        """
         pid = self.pid
         if pid is None:
+            return
+        if self._process is None and self._shared:
+            logger.info("leaving redis-server pid %d running for its owner", pid)
+            self._adopted_pid = None
             return
         logger.info("stopping embedded redis-server pid %d", pid)
         if self._process is not None:
@@ -202,10 +222,12 @@ class EmbeddedRedis:
         if not _pid_alive(pid):
             return False
         if self._ping():
-            logger.warning(
-                "reusing leftover embedded redis-server pid %d on %s", pid, self.url
-            )
             self._adopted_pid = pid
+            self._shared = _has_live_owner(pid)
+            if self._shared:
+                logger.info("sharing embedded redis-server pid %d on %s", pid, self.url)
+            else:
+                logger.warning("reusing leftover redis-server pid %d on %s", pid, self.url)
             return True
         logger.warning("stopping leftover redis-server pid %d that does not answer", pid)
         self._signal_and_wait(pid)

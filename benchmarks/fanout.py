@@ -1,0 +1,260 @@
+"""Benchmark the live fan-out and the heatmap query.
+
+Two measurements, each against a real server process and Redis:
+
+1. Ping-to-customer latency: ``--jobs`` contractors (default 1,000) are each
+   dispatched to a job that one customer watches over
+   ``/v1/track/{token}/ws``, while the contractors' devices send single-ping
+   frames at ``--rate`` pings/s in total (default 5,000). The latency of an
+   update is its arrival time at the customer minus the fix time of the
+   position it carries; fix times are the send times, on the same clock.
+   Devices and customers run in two separate processes.
+2. Heatmap: ``--contractors`` positions (default 100,000) spread over a
+   20 km square are written through the ingest script, then
+   ``GET /v1/fleet/heatmap`` is timed at resolutions 7 and 9.
+
+Run with ``python -m benchmarks.fanout``; results go to the "Fan-out"
+section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import websockets
+
+from benchmarks._common import (
+    append_table_rows,
+    command_line,
+    machine_description,
+    today,
+    update_section,
+)
+from benchmarks.ingest import redis_target, server_process
+from tracker import orgs
+from tracker.pings import Ping
+from tracker.store import PingWriter, connect
+
+CENTRE = (60.1695, 24.9390)  # central Helsinki, inside the bundled graph
+SETUP_CONCURRENCY = 50
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+async def create_watched_jobs(redis_url: str, base_url: str, count: int) -> tuple[str, list[str], list[str]]:
+    """Create ``count`` contractors with dispatched jobs; return (API key, device tokens, share tokens)."""
+    client = connect(redis_url)
+    try:
+        org = await orgs.create_org(client, f"bench-fanout-{int(time.time())}")
+    finally:
+        await client.aclose()
+    limit = asyncio.Semaphore(SETUP_CONCURRENCY)
+    headers = {"Authorization": f"Bearer {org.api_key}"}
+    now = time.time()
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as http:
+
+        async def create(index: int) -> tuple[str, str]:
+            contractor = f"c{index:05d}"
+            async with limit:
+                created = await http.post("/v1/contractors", json={"id": contractor})
+                created.raise_for_status()
+                body = {
+                    "id": f"j{index:05d}",
+                    "contractor_id": contractor,
+                    "site": {"lat": CENTRE[0], "lon": CENTRE[1], "radius_m": 40},
+                    "window": {"start": iso(now), "end": iso(now + 7200)},
+                }
+                (await http.post("/v1/jobs", json=body)).raise_for_status()
+                (await http.post(f"/v1/jobs/j{index:05d}/dispatch")).raise_for_status()
+                shared = await http.post(f"/v1/jobs/j{index:05d}/share")
+                shared.raise_for_status()
+            return created.json()["device_token"], shared.json()["token"]
+
+        pairs = await asyncio.gather(*(create(index) for index in range(count)))
+    return org.api_key, [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _device_process(ws_url: str, tokens: list[str], rate: float, duration_s: float) -> None:
+    asyncio.run(_drive_devices(ws_url, tokens, rate, duration_s))
+
+
+async def _drive_devices(ws_url: str, tokens: list[str], rate: float, duration_s: float) -> None:
+    period_s = len(tokens) / rate
+    rng = random.Random(7)
+    deadline = time.time() + duration_s
+
+    async def device(token: str) -> None:
+        # Each device circles 300-800 m from the site, a few metres per ping.
+        radius = rng.uniform(0.003, 0.007)
+        angle = rng.uniform(0, 6.28)
+        async with websockets.connect(
+            f"{ws_url}/v1/devices/stream", additional_headers={"Authorization": f"Bearer {token}"}
+        ) as connection:
+            await asyncio.sleep(rng.uniform(0, period_s))
+            while time.time() < deadline:
+                started = time.time()
+                angle += 0.002
+                fix = {"t": started, "lat": CENTRE[0] + radius * np.cos(angle),
+                       "lon": CENTRE[1] + 2 * radius * np.sin(angle), "acc": 6.0}  # fmt: skip
+                await connection.send(orjson.dumps(fix).decode())
+                await connection.recv()
+                await asyncio.sleep(max(0.0, period_s - (time.time() - started)))
+
+    await asyncio.gather(*(device(token) for token in tokens), return_exceptions=True)
+
+
+def _customer_process(ws_url: str, shares: list[str], warmup_s: float, duration_s: float, pipe: Any) -> None:
+    pipe.send(asyncio.run(_watch(ws_url, shares, warmup_s, duration_s)))
+
+
+async def _watch(ws_url: str, shares: list[str], warmup_s: float, duration_s: float) -> list[float]:
+    latencies: list[float] = []
+    start_at = time.time() + warmup_s
+    deadline = time.time() + duration_s
+
+    async def customer(token: str) -> None:
+        async with websockets.connect(f"{ws_url}/v1/track/{token}/ws", max_size=None) as connection:
+            while time.time() < deadline:
+                try:
+                    raw = await asyncio.wait_for(connection.recv(), max(0.1, deadline - time.time()))
+                except TimeoutError:
+                    return
+                received = time.time()
+                message = orjson.loads(raw)
+                position = message.get("position") if message.get("type") == "update" else None
+                if position and received >= start_at:
+                    latencies.append(received - position["t"])
+
+    await asyncio.gather(*(customer(token) for token in shares), return_exceptions=True)
+    return latencies
+
+
+async def fill_heatmap(redis_url: str, count: int) -> str:
+    """Write ``count`` contractors' positions through the ingest script; return the org."""
+    client = connect(redis_url)
+    try:
+        org = await orgs.create_org(client, f"bench-heat-{int(time.time())}")
+        writer = PingWriter(client)
+        rng = np.random.default_rng(11)
+        lats = CENTRE[0] + rng.uniform(-0.09, 0.09, count)
+        lons = CENTRE[1] + rng.uniform(-0.18, 0.18, count)
+        now = time.time()
+        for start in range(0, count, 2000):
+            await asyncio.gather(
+                *(
+                    writer.write(org.id, f"h{i:06d}", [Ping(now, float(lats[i]), float(lons[i]), 5.0)])
+                    for i in range(start, min(start + 2000, count))
+                )
+            )
+        return org.api_key
+    finally:
+        await client.aclose()
+
+
+def time_heatmap(base_url: str, api_key: str, res: int, repeats: int) -> list[float]:
+    """Return the wall times of ``repeats`` heatmap requests in milliseconds."""
+    times_ms = []
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60) as http:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            response = http.get("/v1/fleet/heatmap", params={"res": res, "format": "cells"})
+            times_ms.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+    return times_ms
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run(jobs: int, rate: float, duration_s: float, contractors: int, redis_url: str | None) -> list[dict[str, Any]]:
+    """Run both measurements; return one result row per measurement."""
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as work, redis_target(redis_url, Path(work)) as target:
+        with server_process(target.url, Path(work)) as (base_url, _):
+            ws_url = base_url.replace("http", "ws", 1)
+            api_key, tokens, shares = asyncio.run(create_watched_jobs(target.url, base_url, jobs))
+            receiver, sender = multiprocessing.Pipe(duplex=False)
+            warmup_s = min(5.0, duration_s / 4)
+            customers = multiprocessing.Process(
+                target=_customer_process, args=(ws_url, shares, warmup_s, duration_s + 2, sender)
+            )
+            customers.start()
+            time.sleep(2.0)
+            devices = multiprocessing.Process(target=_device_process, args=(ws_url, tokens, rate, duration_s))
+            devices.start()
+            devices.join()
+            latencies = receiver.recv()
+            customers.join()
+            measured_s = duration_s - warmup_s
+            results.append(
+                {
+                    "measurement": f"ping to customer, {jobs} watched jobs at {rate:.0f} pings/s",
+                    "updates": len(latencies),
+                    "updates_per_s": round(len(latencies) / measured_s, 1),
+                    "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+                    "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
+                }
+            )
+            heat_key = asyncio.run(fill_heatmap(target.url, contractors))
+            for res in (7, 9):
+                times_ms = time_heatmap(base_url, heat_key, res, 20)
+                results.append(
+                    {
+                        "measurement": f"heatmap res {res} over {contractors} contractors",
+                        "updates": None,
+                        "updates_per_s": None,
+                        "p50_ms": round(statistics.median(times_ms), 1),
+                        "p99_ms": round(percentile(times_ms, 0.99), 1),
+                    }
+                )
+    return results
+
+
+COLUMNS = ("date", "measurement", "updates/s", "p50 ms", "p99 ms", "machine", "command")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fanout", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=1000, help="watched jobs (default 1000)")
+    parser.add_argument("--rate", type=float, default=5000.0, help="device pings/s in total (default 5000)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
+    parser.add_argument("--contractors", type=int, default=100_000, help="positions for the heatmap")
+    parser.add_argument("--redis-url", help="external Redis (default: an embedded one)")
+    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    results = run(args.jobs, args.rate, args.duration, args.contractors, args.redis_url)
+    for row in results:
+        print(
+            f"{row['measurement']}: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
+            + (f", {row['updates_per_s']} updates/s" if row["updates_per_s"] is not None else "")
+        )
+    if not args.no_record:
+        rows = [
+            [today(), row["measurement"], row["updates_per_s"], row["p50_ms"], row["p99_ms"],
+             machine_description(), command_line("benchmarks.fanout", argv or [])]
+            for row in results
+        ]  # fmt: skip
+        title = "Ping-to-customer latency and heatmap query time"
+        update_section("Fan-out", lambda body: append_table_rows(body, title, COLUMNS, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
