@@ -1,20 +1,22 @@
 """H3 covers of fences, a many-fence index and pentagon-safe grid rings.
 
 A fence's cover at an H3 resolution sorts every cell that overlaps the site
-into interior cells, which lie wholly inside so that any point in them is
-inside with no geometry, and boundary cells, which cross the edge so that
-points in them need the exact test. A point in any other cell is outside.
+into two classes. Interior cells lie wholly inside, so any point in them is
+inside with no geometry. Boundary cells cross the edge, so points in them
+need the exact test. A point in any other cell is outside.
 
 Cells are classified in the fence's projection with a safety margin of
 ``CELL_MARGIN_M``. H3 cell edges are great-circle arcs while the projected
-cell polygons have straight edges; at the sizes allowed here (fences up to
-50 km across) the two differ by far less than a millimetre, so the margin
-keeps every classification exact for the points H3 assigns to the cell.
+cell polygons have straight edges. For fences up to 50 km across and
+resolutions from ``MIN_COVER_RES`` up, the two differ by at most about
+1.3 cm, measured at resolution 5 and 25 km from a fence's centre (0.13 mm
+at resolution 7). So the 10 cm margin keeps every classification exact for
+the points that H3 assigns to the cell.
 
 ``ring_cells`` and ``disk_by_rings`` walk H3 grid rings without trusting
-``h3.grid_ring`` near pentagons: h3 4.5.0 returns duplicate and missing
-cells for rings that enclose a pentagon (for example res 1 around (0, 0)
-for k = 12..16), so rings that may come near a pentagon are computed as
+``h3.grid_ring`` near pentagons. For rings that enclose a pentagon, h3 4.5.0
+returns duplicate and missing cells (for example at res 1 around (0, 0) for
+k = 12..16), so rings that may come near a pentagon are computed as
 differences of ``h3.grid_disk`` sets instead.
 """
 
@@ -46,24 +48,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_INDEX_RES = 9
-"""Default H3 resolution of a ``FenceIndex``: cells of about 0.1 km2, the
-size of a city block, so small fences touch a handful of cells."""
+"""Default H3 resolution of a ``FenceIndex``: cells of about 0.1 km2 with
+edges of about 200 m, so a job-sized fence touches a handful of cells. For
+many small fences packed close together, queries run faster at 10 or 11
+(see the "Geofence" section of ``benchmarks/RESULTS.md``)."""
 
 CELL_MARGIN_M = 0.1
 """Margin in metres by which a cell must clear a fence's edge to count as
 interior or as outside; see the module docstring."""
+
+MIN_COVER_RES = 5
+"""Coarsest H3 resolution of a cover; see the module docstring for why."""
 
 MAX_COVER_CELLS = 200_000
 """Most H3 cells one fence's cover may have; estimated before enumerating."""
 
 ContainMode = Literal["overlap", "center"]
 
-_EDGE_LENGTH_M_BY_RES = tuple(h3.average_hexagon_edge_length(r, unit="m") for r in range(16))
+_EDGE_LENGTH_M_BY_RES = tuple(
+    h3.average_hexagon_edge_length(r, unit="m") for r in range(16)
+)
 _CELL_AREA_M2_BY_RES = tuple(h3.average_hexagon_area(r, unit="m^2") for r in range(16))
 
 
 class CellClass(enum.Enum):
-    """How an H3 cell relates to a fence's site."""
+    """The relation of an H3 cell to a fence's site."""
 
     INTERIOR = "interior"
     BOUNDARY = "boundary"
@@ -129,10 +138,14 @@ def estimate_cover_cells(shape: Shape, res: int) -> float:
     if isinstance(shape, PolygonShape):
         min_x, min_y, max_x, max_y = shape.bounds
         width_m, height_m = max_x - min_x, max_y - min_y
-    return (width_m + 4.0 * edge_m) * (height_m + 4.0 * edge_m) / _CELL_AREA_M2_BY_RES[res]
+    return float(
+        (width_m + 4.0 * edge_m) * (height_m + 4.0 * edge_m) / _CELL_AREA_M2_BY_RES[res]
+    )
 
 
-def candidate_cells(shape: Shape, res: int, mode: ContainMode = "center") -> set[H3Index]:
+def candidate_cells(
+    shape: Shape, res: int, mode: ContainMode = "center"
+) -> set[H3Index]:
     """Return H3 cells that include every cell overlapping the site.
 
     Parameters
@@ -147,10 +160,10 @@ def candidate_cells(shape: Shape, res: int, mode: ContainMode = "center") -> set
         edges. Any cell that overlaps the site qualifies, because no vertex
         lies more than about 1.1 average edges from its cell's centre
         (sampled over h3 4.5 cells, pentagons included).
-        ``"overlap"`` asks h3's experimental
+        ``"overlap"`` calls h3's experimental
         ``h3shape_to_cells_experimental`` for cells that overlap a slightly
-        widened site; it returns fewer cells but took several times longer
-        per fence with h3 4.5.0 in the benchmark's setup.
+        widened site. It returns fewer cells, but with h3 4.5.0 it took
+        several times longer per fence in the benchmark's setup.
 
     Notes
     -----
@@ -185,11 +198,22 @@ def build_cover(shape: Shape, res: int, mode: ContainMode = "center") -> FenceCo
         When the cover would need more than ``MAX_COVER_CELLS`` cells; the
         estimate is made before any cell is enumerated.
     """
+    if (
+        isinstance(res, bool)
+        or not isinstance(res, int)
+        or not MIN_COVER_RES <= res <= 15
+    ):
+        raise InvalidArgumentError(
+            f"res must be an integer within {MIN_COVER_RES}..15, got {res!r}",
+            field="res",
+            value=res,
+        )
     estimate = estimate_cover_cells(shape, res)
     if estimate > MAX_COVER_CELLS:
         raise FenceTooLargeError(
             f"a cover at H3 resolution {res} would need about {estimate:.0f} cells; "
-            f"the limit is {MAX_COVER_CELLS}, so use a coarser resolution or a smaller site",
+            f"the limit is {MAX_COVER_CELLS}, so use a coarser resolution "
+            "or a smaller site",
             field="res",
             value=res,
             limit=MAX_COVER_CELLS,
@@ -200,33 +224,38 @@ def build_cover(shape: Shape, res: int, mode: ContainMode = "center") -> FenceCo
 
     # Project every cell's outline into the fence's frame.
     outlines = [h3_int.cell_to_boundary(cell) for cell in cells]
-    vertex_cell = np.repeat(np.arange(len(cells)), [len(outline) for outline in outlines])
-    lat_lon = np.asarray(list(itertools.chain.from_iterable(outlines)), dtype=np.float64)
+    vertex_cell = np.repeat(
+        np.arange(len(cells)), [len(outline) for outline in outlines]
+    )
+    lat_lon = np.asarray(
+        list(itertools.chain.from_iterable(outlines)), dtype=np.float64
+    )
     x_m, y_m = shape.projection.forward_array(lat_lon[:, 0], lat_lon[:, 1])
     rings = shapely.linearrings(np.column_stack([x_m, y_m]), indices=vertex_cell)
     polygons = shapely.polygons(rings)
 
     depth_m, near = shape.classify_cells(polygons, x_m, y_m, vertex_cell, CELL_MARGIN_M)
     interior = ~np.isnan(depth_m)
-    interior_depth_m = {
-        cells[i]: float(depth_m[i]) for i in np.flatnonzero(interior)
-    }
+    interior_depth_m = {cells[i]: float(depth_m[i]) for i in np.flatnonzero(interior)}
     boundary = frozenset(cells[i] for i in np.flatnonzero(near & ~interior))
     return FenceCover(res, interior_depth_m, boundary)
 
 
 def _split_at_antimeridian(outline: shapely.Polygon) -> list[shapely.Polygon]:
-    """Cut a (lon, lat) polygon with continuous longitudes into pieces within -180..180."""
+    """Cut a (lon, lat) polygon with continuous longitudes into pieces in -180..180."""
     min_lon, _, max_lon, _ = outline.bounds
-    if -180.0 <= min_lon and max_lon <= 180.0:
+    if min_lon >= -180.0 and max_lon <= 180.0:
         return [outline]
-    pieces = []
+    pieces: list[shapely.Polygon] = []
     world = shapely.box(-180.0, -90.0, 180.0, 90.0)
     for shift_deg in (0.0, -360.0, 360.0):
-        moved = shapely.transform(outline, lambda xy, s=shift_deg: xy + np.array([s, 0.0]))
+        moved = shapely.transform(
+            outline, lambda xy, s=shift_deg: xy + np.array([s, 0.0])
+        )
         piece = shapely.intersection(moved, world)
         pieces.extend(
-            part for part in shapely.get_parts(piece)
+            part
+            for part in shapely.get_parts(piece)
             if isinstance(part, shapely.Polygon) and part.area > 0.0
         )
     return pieces
@@ -254,8 +283,8 @@ def ring_cells(origin: H3Cell, k: int) -> list[H3Cell]:
     Notes
     -----
     Uses ``h3.grid_ring`` only when no pentagon can lie within ``k + 1``
-    rings of the origin and its answer has the 6k distinct cells of a
-    hexagonal ring; otherwise takes the difference of two grid disks.
+    rings of the origin and its result has the 6k distinct cells of a
+    hexagonal ring. Otherwise it takes the difference of two grid disks.
     Rings around a pentagon have fewer than 6k cells; nothing here assumes
     that a cell has six neighbours.
 
@@ -323,7 +352,8 @@ def _pentagon_may_be_near(origin: H3Cell, k: int) -> bool:
     reach_m = 4.0 * (k + 1) * _EDGE_LENGTH_M_BY_RES[res]
     origin_latlng = h3.cell_to_latlng(origin)
     return any(
-        h3.great_circle_distance(origin_latlng, h3.cell_to_latlng(pentagon), unit="m") <= reach_m
+        h3.great_circle_distance(origin_latlng, h3.cell_to_latlng(pentagon), unit="m")
+        <= reach_m
         for pentagon in h3.get_pentagons(res)
     )
 
@@ -344,9 +374,11 @@ class FenceMatches(NamedTuple):
     """Id of a fence that contains the point."""
 
     def to_lists(self, n_points: int) -> list[list[FenceId]]:
-        """Return, for each of ``n_points`` points, the ids of the fences that contain it."""
+        """Return the ids of the fences that contain each of ``n_points`` points."""
         lists: list[list[FenceId]] = [[] for _ in range(n_points)]
-        for point, fence_id in zip(self.point_index.tolist(), self.fence_id.tolist()):
+        for point, fence_id in zip(
+            self.point_index.tolist(), self.fence_id.tolist(), strict=True
+        ):
             lists[point].append(fence_id)
         return lists
 
@@ -380,14 +412,14 @@ class FenceIndex:
     Parameters
     ----------
     res
-        H3 resolution of the covers, 0..15.
+        H3 resolution of the covers, ``MIN_COVER_RES``..15.
 
     Notes
     -----
     Adding or removing a fence invalidates a flattened cell table that the
-    next query rebuilds in O(total cells log total cells). Queries cost one
-    H3 lookup per point plus an exact test for each (point, fence) pair in
-    a boundary cell; pairs in interior cells need no geometry.
+    next query rebuilds in O(total cells log total cells). A query costs one
+    H3 lookup per point and an exact test for each (point, fence) pair in a
+    boundary cell. Pairs in interior cells need no geometry.
 
     Examples
     --------
@@ -399,13 +431,21 @@ class FenceIndex:
     """
 
     def __init__(self, res: int = DEFAULT_INDEX_RES) -> None:
-        if isinstance(res, bool) or not isinstance(res, int) or not 0 <= res <= 15:
+        if (
+            isinstance(res, bool)
+            or not isinstance(res, int)
+            or not MIN_COVER_RES <= res <= 15
+        ):
             raise InvalidArgumentError(
-                f"res must be an integer within 0..15, got {res!r}", field="res", value=res
+                f"res must be an integer within {MIN_COVER_RES}..15, got {res!r}",
+                field="res",
+                value=res,
             )
         self._res = res
         self._fences: dict[FenceId, Fence] = {}
-        self._covers: dict[FenceId, tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]] = {}
+        self._covers: dict[
+            FenceId, tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]
+        ] = {}
         self._bounds: dict[FenceId, tuple[float, float, float, float]] = {}
         self._table: _CellTable | None = None
 
@@ -447,7 +487,9 @@ class FenceIndex:
         boundary = np.fromiter(cover.boundary, dtype=np.uint64)
         self._covers[fence.fence_id] = (
             np.concatenate([interior, boundary]),
-            np.concatenate([np.ones(len(interior), bool), np.zeros(len(boundary), bool)]),
+            np.concatenate(
+                [np.ones(len(interior), bool), np.zeros(len(boundary), bool)]
+            ),
         )
         self._bounds[fence.fence_id] = degree_bounds(fence.shape)
         self._fences[fence.fence_id] = fence
@@ -478,7 +520,7 @@ class FenceIndex:
         return build_cover(self.fence(fence_id).shape, self._res)
 
     def candidates(self, lat: float, lon: float) -> list[FenceId]:
-        """Return the ids of fences whose cover holds the cell of (lat, lon), sorted.
+        """Return the ids of fences whose cover contains the cell of (lat, lon), sorted.
 
         A superset of the fences that contain the point: interior-cell
         fences contain it, boundary-cell fences may.
@@ -490,13 +532,13 @@ class FenceIndex:
         pos = int(np.searchsorted(table.cells, key))
         if pos == len(table.cells) or table.cells[pos] != key:
             return []
-        slots = table.entry_slot[table.starts[pos]:table.starts[pos + 1]]
-        return table.fence_ids[slots].tolist()
+        slots = table.entry_slot[table.starts[pos] : table.starts[pos + 1]]
+        return [str(fence_id) for fence_id in table.fence_ids[slots]]
 
     def containing(self, lat: float, lon: float) -> list[FenceId]:
         """Return the ids of fences whose entry boundary contains (lat, lon), sorted."""
         matches = self.contains_many(np.array([lat]), np.array([lon]))
-        return matches.fence_id.tolist()
+        return [str(fence_id) for fence_id in matches.fence_id]
 
     def contains_many(self, lats: FloatArray, lons: FloatArray) -> FenceMatches:
         """Find, for many points, every fence whose entry boundary contains them.
@@ -536,12 +578,18 @@ class FenceIndex:
         # Look up every valid point's cell in the sorted cell table.
         valid = np.flatnonzero(valid_positions(lats, lons))
         point_cells = np.fromiter(
-            map(h3_int.latlng_to_cell, lats[valid].tolist(), lons[valid].tolist(),
-                itertools.repeat(self._res, len(valid))),
+            map(
+                h3_int.latlng_to_cell,
+                lats[valid].tolist(),
+                lons[valid].tolist(),
+                itertools.repeat(self._res, len(valid)),
+            ),
             dtype=np.uint64,
             count=len(valid),
         )
-        pos = np.minimum(np.searchsorted(table.cells, point_cells), len(table.cells) - 1)
+        pos = np.minimum(
+            np.searchsorted(table.cells, point_cells), len(table.cells) - 1
+        )
         hit = table.cells[pos] == point_cells
         points = valid[hit]
         pos = pos[hit]
@@ -557,8 +605,9 @@ class FenceIndex:
 
         # Test the pairs in boundary cells exactly.
         check = np.flatnonzero(~keep)
-        keep[check] = _exact_pairs(table, lats[pair_point[check]], lons[pair_point[check]],
-                                   slot[check])
+        keep[check] = _exact_pairs(
+            table, lats[pair_point[check]], lons[pair_point[check]], slot[check]
+        )
         return FenceMatches(pair_point[keep], table.fence_ids[slot[keep]])
 
     def _flat_table(self) -> _CellTable:
@@ -572,11 +621,17 @@ class FenceIndex:
         fences = [self._fences[fence_id] for fence_id in fence_ids]
         projections = [fence.projection for fence in fences]
         covers = [self._covers[fence_id] for fence_id in fence_ids]
-        bounds = np.array([self._bounds[fence_id] for fence_id in fence_ids], dtype=np.float64)
+        bounds = np.array(
+            [self._bounds[fence_id] for fence_id in fence_ids], dtype=np.float64
+        )
         bounds = bounds.reshape(len(fence_ids), 4)
 
-        cells = np.concatenate([c for c, _ in covers]) if covers else np.empty(0, np.uint64)
-        interior = np.concatenate([i for _, i in covers]) if covers else np.empty(0, bool)
+        cells = (
+            np.concatenate([c for c, _ in covers]) if covers else np.empty(0, np.uint64)
+        )
+        interior = (
+            np.concatenate([i for _, i in covers]) if covers else np.empty(0, bool)
+        )
         slots = np.repeat(np.arange(len(covers)), [len(c) for c, _ in covers])
         order = np.lexsort((slots, cells))
         cells, interior, slots = cells[order], interior[order], slots[order]
@@ -584,15 +639,26 @@ class FenceIndex:
 
         table = _CellTable(
             fence_ids=np.array(fence_ids, dtype=object),
-            is_circle=np.array([isinstance(f.shape, CircleShape) for f in fences], dtype=bool),
-            radius_m=np.array([f.radius_m or math.nan for f in fences], dtype=np.float64),
+            is_circle=np.array(
+                [isinstance(f.shape, CircleShape) for f in fences], dtype=bool
+            ),
+            radius_m=np.array(
+                [f.radius_m or math.nan for f in fences], dtype=np.float64
+            ),
             lon0_deg=np.array([p.lon0_deg for p in projections], dtype=np.float64),
             sin_lat0=np.array([p.sin_lat0 for p in projections], dtype=np.float64),
             cos_lat0=np.array([p.cos_lat0 for p in projections], dtype=np.float64),
-            east_radius_m=np.array([p.east_radius_m for p in projections], dtype=np.float64),
-            north_radius_m=np.array([p.north_radius_m for p in projections], dtype=np.float64),
+            east_radius_m=np.array(
+                [p.east_radius_m for p in projections], dtype=np.float64
+            ),
+            north_radius_m=np.array(
+                [p.north_radius_m for p in projections], dtype=np.float64
+            ),
             polygons=np.array(
-                [f.shape.polygon if isinstance(f.shape, PolygonShape) else None for f in fences],
+                [
+                    f.shape.polygon if isinstance(f.shape, PolygonShape) else None
+                    for f in fences
+                ],
                 dtype=object,
             ),
             lat_min_deg=bounds[:, 0].copy(),
@@ -606,7 +672,10 @@ class FenceIndex:
         )
         logger.debug(
             "built H3 cell table: %d fences, %d cells, %d entries in %.1f ms",
-            len(fences), len(unique_cells), len(cells), 1000 * (time.perf_counter() - started),
+            len(fences),
+            len(unique_cells),
+            len(cells),
+            1000 * (time.perf_counter() - started),
         )
         return table
 
@@ -627,7 +696,10 @@ def degree_bounds(shape: Shape) -> tuple[float, float, float, float]:
     lat_deg, lon_deg = shape.projection.inverse_array(x_m, y_m)
     dlon_deg = lon_deg - shape.projection.lon0_deg
     return (
-        float(lat_deg.min()), float(lat_deg.max()), float(dlon_deg.min()), float(dlon_deg.max())
+        float(lat_deg.min()),
+        float(lat_deg.max()),
+        float(dlon_deg.min()),
+        float(dlon_deg.max()),
     )
 
 
@@ -638,14 +710,21 @@ def _exact_pairs(
     inside = np.zeros(len(slot), dtype=bool)
 
     # Pairs outside the fence's box in degrees are outside; drop them before
-    # the costlier projection.
-    dlon_deg = np.where(lons == -180.0, 180.0, lons) - table.lon0_deg[slot]
+    # the costlier projection, latitude first since it needs no folding.
+    near = np.flatnonzero(
+        (lats >= table.lat_min_deg[slot]) & (lats <= table.lat_max_deg[slot])
+    )
+    slot_near = slot[near]
+    lons_near = lons[near]
+    dlon_deg = (
+        np.where(lons_near == -180.0, 180.0, lons_near) - table.lon0_deg[slot_near]
+    )
     dlon_deg = np.where(dlon_deg > 180.0, dlon_deg - 360.0, dlon_deg)
     dlon_deg = np.where(dlon_deg < -180.0, dlon_deg + 360.0, dlon_deg)
-    in_box = np.flatnonzero(
-        (lats >= table.lat_min_deg[slot]) & (lats <= table.lat_max_deg[slot])
-        & (dlon_deg >= table.dlon_min_deg[slot]) & (dlon_deg <= table.dlon_max_deg[slot])
-    )
+    in_box = near[
+        (dlon_deg >= table.dlon_min_deg[slot_near])
+        & (dlon_deg <= table.dlon_max_deg[slot_near])
+    ]
     inside[in_box] = _projected_pairs(table, lats[in_box], lons[in_box], slot[in_box])
     return inside
 
@@ -654,8 +733,13 @@ def _projected_pairs(
     table: _CellTable, lats: FloatArray, lons: FloatArray, slot: IntArray
 ) -> npt.NDArray[np.bool_]:
     x_m, y_m = project_arrays(
-        lats, lons, table.lon0_deg[slot], table.sin_lat0[slot], table.cos_lat0[slot],
-        table.east_radius_m[slot], table.north_radius_m[slot],
+        lats,
+        lons,
+        table.lon0_deg[slot],
+        table.sin_lat0[slot],
+        table.cos_lat0[slot],
+        table.east_radius_m[slot],
+        table.north_radius_m[slot],
     )
     inside = np.empty(len(slot), dtype=bool)
     circle = table.is_circle[slot]

@@ -6,10 +6,11 @@ state (``to_dict`` gives a flat JSON-safe mapping for a Redis hash) and acts
 on the returned events. Time is always the fix time, never the wall clock.
 
 Each fix is first located with :meth:`Fence.zone`, which takes its accuracy
-into account: ``INSIDE`` needs the position inside the site and at least
-half of the accuracy disk inside; ``OUTSIDE`` needs the position beyond the
-exit boundary and the whole disk clear of the site; anything else is
-``UNDECIDED`` and moves nothing. The states and transitions::
+into account. ``INSIDE`` needs the position inside the site and at least
+half of the accuracy disk inside (``min_inside_share``). ``OUTSIDE`` needs
+the position beyond the exit boundary and the whole disk clear of the site.
+Anything else is ``UNDECIDED``, which neither counts towards a transition
+nor resets one. The states and transitions::
 
     OUTSIDE  --INSIDE-->   ENTERING      (the run starts at this fix)
     ENTERING --INSIDE-->   ON_SITE       once the run has min_inside_fixes
@@ -29,11 +30,16 @@ exit boundary and the whole disk clear of the site; anything else is
                                          ON_SITE with no second Arrived
     DEPARTED                             final: later fixes change nothing
 
-A fix changes nothing at all when its time, position or accuracy is not a
-finite number, its accuracy is worse than ``max_accuracy_m``, its time is
-not after the last fix seen, or it implies a jump faster than
-``max_speed_mps`` from the last accepted fix. A gap without fixes changes
-nothing either, so a contractor is never taken off site without evidence.
+A fix leaves the state unchanged when any of these is true:
+
+- its time, position or accuracy is not a finite number;
+- its accuracy is worse than ``max_accuracy_m``;
+- its time is not after the last fix seen.
+
+A fix that implies a jump faster than ``max_speed_mps`` from the last
+accepted fix moves nothing either; it only counts towards accepting a new
+position after ``jump_reanchor_fixes`` such fixes. A gap without fixes
+changes nothing, so a contractor is never taken off site without evidence.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from typing import Any, NamedTuple
 
 from geofence.errors import InvalidConfigError, InvalidStateError
 from geofence.fences import Fence, Zone
-from geofence.projection import approx_distance_m
+from geofence.projection import MEAN_EARTH_RADIUS_M
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +63,7 @@ STATE_FORMAT_VERSION = 1
 
 
 class VisitState(enum.Enum):
-    """Where a contractor's visit to one site stands."""
+    """The stage of a contractor's visit to one site."""
 
     OUTSIDE = "outside"
     ENTERING = "entering"
@@ -113,8 +119,8 @@ class Departed:
     ----------
     t
         Time of the first outside fix of the final exit, when the contractor
-        left; a trip to the van that ended inside the grace period never
-        sets it.
+        left. A trip to the van that ends within the grace period never sets
+        it.
     fix
         That first outside fix.
     confirmed_by
@@ -142,7 +148,9 @@ def _check_config_number(
     if number < minimum or (exclusive and number == minimum):
         relation = "greater than" if exclusive else "at least"
         raise InvalidConfigError(
-            f"{name} must be {relation} {minimum:g}, got {value!r}", field=name, value=value
+            f"{name} must be {relation} {minimum:g}, got {value!r}",
+            field=name,
+            value=value,
         )
 
 
@@ -151,7 +159,7 @@ class DetectionConfig:
     """Thresholds of arrival and departure detection.
 
     Phone fixes are typically accurate to about 5-20 m under open sky and
-    20-50 m between tall buildings; these figures are estimates, and the
+    20-50 m between tall buildings. These figures are estimates, and the
     defaults below are chosen around them.
 
     Attributes
@@ -185,7 +193,7 @@ class DetectionConfig:
         the disk crosses its edge (default 0.5).
     max_speed_mps
         Fastest plausible movement between accepted fixes, after taking
-        off both fixes' accuracy (default 70 m/s, 252 km/h); a faster fix
+        off both fixes' accuracy (default 70 m/s, 252 km/h). A faster fix
         is a GPS jump and is ignored.
     jump_reanchor_fixes
         After this many consecutive jump fixes, the latest is accepted as
@@ -238,6 +246,8 @@ _INSIDE = Zone.INSIDE
 _ZONE_OUTSIDE = Zone.OUTSIDE
 _INVALID = Zone.INVALID
 
+_METRES_PER_DEGREE = MEAN_EARTH_RADIUS_M * math.pi / 180.0
+
 
 @dataclass(slots=True)
 class DetectionState:
@@ -250,7 +260,7 @@ class DetectionState:
     Attributes
     ----------
     status
-        Where the visit stands.
+        Stage of the visit.
     last_t
         Time of the latest fix taken into account; older fixes are ignored.
     last_fix
@@ -288,8 +298,9 @@ class DetectionState:
 
         Examples
         --------
-        >>> DetectionState().to_dict()
-        {'v': 1, 'status': 'outside', 'rejected_jumps': 0, 'inside_fixes': 0, 'outside_fixes': 0}
+        >>> sorted(DetectionState().to_dict().items())  # doctest: +NORMALIZE_WHITESPACE
+        [('inside_fixes', 0), ('outside_fixes', 0), ('rejected_jumps', 0),
+         ('status', 'outside'), ('v', 1)]
         """
         data: dict[str, str | int | float] = {
             "v": STATE_FORMAT_VERSION,
@@ -316,13 +327,15 @@ class DetectionState:
         Raises
         ------
         InvalidStateError
-            When a key is missing or holds a value of the wrong kind.
+            When a key is missing or contains a value of the wrong kind.
         """
         text = {_decode(key): value for key, value in data.items()}
         version = _int_field(text, "v")
         if version != STATE_FORMAT_VERSION:
             raise InvalidStateError(
-                f"v must be {STATE_FORMAT_VERSION}, got {version}", field="v", value=version
+                f"v must be {STATE_FORMAT_VERSION}, got {version}",
+                field="v",
+                value=version,
             )
         status_text = _decode(_required(text, "status"))
         try:
@@ -406,8 +419,11 @@ def step(
         return state, []
 
     # A fix too far from the last accepted one for the time between them is
-    # a GPS jump; a few in a row mean the earlier fix was the wrong one.
-    if state.last_fix is not None and _is_jump(state.last_fix, fix, accuracy_m, config):
+    # a GPS jump. A few in a row mean that the earlier fix was the wrong one.
+    last_fix = state.last_fix
+    if last_fix is not None and _is_jump(
+        last_fix, fix, accuracy_m, fence.shape.projection.cos_lat0, config
+    ):
         rejected_jumps = state.rejected_jumps + 1
         if rejected_jumps < config.jump_reanchor_fixes:
             _log_ignored(fence, fix, "it jumps too far from the last accepted fix")
@@ -415,9 +431,13 @@ def step(
 
     # The two commonest cases, staying outside or staying on site, first.
     if status is _OUTSIDE and zone is not _INSIDE:
-        return DetectionState(_OUTSIDE, t, fix, 0, None, 0, state.arrived_fix, None, 0), []
+        return DetectionState(
+            _OUTSIDE, t, fix, 0, None, 0, state.arrived_fix, None, 0
+        ), []
     if status is _ON_SITE and zone is not _ZONE_OUTSIDE:
-        return DetectionState(_ON_SITE, t, fix, 0, None, 0, state.arrived_fix, None, 0), []
+        return DetectionState(
+            _ON_SITE, t, fix, 0, None, 0, state.arrived_fix, None, 0
+        ), []
 
     if status is _OUTSIDE:
         return _from_outside(state, fix, zone, config)
@@ -458,7 +478,9 @@ def detect(
         The events in time order.
     """
     candidates = [fix for fix in fixes if _sortable(fix)]
-    candidates.sort(key=lambda fix: (fix.t, _accuracy_sort_key(fix, config), fix.lat, fix.lon))
+    candidates.sort(
+        key=lambda fix: (fix.t, _accuracy_sort_key(fix, config), fix.lat, fix.lon)
+    )
     current = state if state is not None else DetectionState()
     events: list[VisitEvent] = []
     last_t = None
@@ -524,7 +546,10 @@ def _arrive_if_confirmed(
     run_fix = state.run_fix
     if run_fix is None:
         raise AssertionError("an ENTERING state has no run_fix")
-    if state.inside_fixes < config.min_inside_fixes or fix.t - run_fix.t < config.arrival_dwell_s:
+    if (
+        state.inside_fixes < config.min_inside_fixes
+        or fix.t - run_fix.t < config.arrival_dwell_s
+    ):
         return state, []
     on_site = _replace(state, status=VisitState.ON_SITE, run_fix=None, inside_fixes=0)
     if state.arrived_fix is not None:
@@ -595,9 +620,13 @@ def _depart_if_confirmed(
         # coming back does not announce a second one.
         logger.debug(
             "visit from t=%s to t=%s is shorter than %s s; not completed",
-            arrived_fix.t, exit_fix.t, config.min_on_site_s,
+            arrived_fix.t,
+            exit_fix.t,
+            config.min_on_site_s,
         )
-        outside = _replace(state, status=VisitState.OUTSIDE, exit_fix=None, outside_fixes=0)
+        outside = _replace(
+            state, status=VisitState.OUTSIDE, exit_fix=None, outside_fixes=0
+        )
         return outside, []
     departed = _replace(state, status=VisitState.DEPARTED)
     logger.debug("departure confirmed at t=%s by the fix at t=%s", exit_fix.t, fix.t)
@@ -626,21 +655,45 @@ def _usable_accuracy(accuracy_m: float | None, config: DetectionConfig) -> float
     return accuracy_m
 
 
-def _is_jump(last_fix: Fix, fix: Fix, accuracy_m: float, config: DetectionConfig) -> bool:
+def _is_jump(
+    last_fix: Fix, fix: Fix, accuracy_m: float, cos_lat: float, config: DetectionConfig
+) -> bool:
+    """Test whether a fix lies farther from the last accepted one than speed allows.
+
+    Both fixes' accuracy radii are allowed on top of ``max_speed_mps`` times
+    the time between them. Distances are equirectangular with the cosine of
+    the fence centre's latitude, well within 1 % for fixes within 50 km of
+    the fence, which is plenty for a plausibility check.
+    """
+    dlon_deg = fix.lon - last_fix.lon
+    if dlon_deg > 180.0:
+        dlon_deg -= 360.0
+    elif dlon_deg < -180.0:
+        dlon_deg += 360.0
+    dx_m = dlon_deg * cos_lat * _METRES_PER_DEGREE
+    dy_m = (fix.lat - last_fix.lat) * _METRES_PER_DEGREE
     last_accuracy_m = last_fix.accuracy_m or config.default_accuracy_m
-    distance_m = approx_distance_m(last_fix.lat, last_fix.lon, fix.lat, fix.lon)
-    unexplained_m = distance_m - accuracy_m - last_accuracy_m
-    return unexplained_m > config.max_speed_mps * (fix.t - last_fix.t)
+    allowed_m = (
+        config.max_speed_mps * (fix.t - last_fix.t) + accuracy_m + last_accuracy_m
+    )
+    return dx_m * dx_m + dy_m * dy_m > allowed_m * allowed_m
 
 
 def _log_ignored(fence: Fence, fix: Fix, reason: str) -> None:
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("fence %s: ignored the fix at t=%s because %s", fence.fence_id, fix.t, reason)
+        logger.debug(
+            "fence %s: ignored the fix at t=%s because %s",
+            fence.fence_id,
+            fix.t,
+            reason,
+        )
 
 
 def _sortable(fix: Fix) -> bool:
     try:
-        return math.isfinite(fix.t) and math.isfinite(fix.lat) and math.isfinite(fix.lon)
+        return (
+            math.isfinite(fix.t) and math.isfinite(fix.lat) and math.isfinite(fix.lon)
+        )
     except TypeError:
         return False
 
@@ -691,7 +744,11 @@ def _required(data: Mapping[str, Any], key: str) -> Any:
 def _float_field(data: Mapping[str, Any], key: str) -> float:
     raw = _decode(_required(data, key))
     try:
-        value = float(raw) if isinstance(raw, (str, int, float)) and not isinstance(raw, bool) else None
+        value = (
+            float(raw)
+            if isinstance(raw, (str, int, float)) and not isinstance(raw, bool)
+            else None
+        )
     except ValueError:
         value = None
     if value is None or not math.isfinite(value):
@@ -704,7 +761,11 @@ def _float_field(data: Mapping[str, Any], key: str) -> float:
 def _int_field(data: Mapping[str, Any], key: str) -> int:
     raw = _decode(_required(data, key))
     try:
-        value = int(raw) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
+        value = (
+            int(raw)
+            if isinstance(raw, (str, int)) and not isinstance(raw, bool)
+            else None
+        )
     except ValueError:
         value = None
     if value is None or value < 0:

@@ -26,12 +26,14 @@ CIRCLE_QUAD_SEGS = 16
 
 def _outset_factor(quad_segs: int) -> float:
     # A circle drawn with quad_segs segments per quarter lies inside the true
-    # circle by up to r * (1 - cos(pi / (4 * quad_segs))); drawing it with
+    # circle by up to r * (1 - cos(pi / (4 * quad_segs))). Drawing it with
     # the radius times this factor puts the polygon outside instead.
     return 1.0 / math.cos(math.pi / (4 * quad_segs))
 
 
-def circle_overlap_share(distance_m: float, radius_m: float, accuracy_m: float) -> float:
+def circle_overlap_share(
+    distance_m: float, radius_m: float, accuracy_m: float
+) -> float:
     """Return the share of an accuracy disk that lies inside a circle.
 
     Parameters
@@ -79,6 +81,11 @@ class CircleShape:
 
     projection: LocalProjection
     radius_m: float
+    reach_m: float = field(init=False)
+    """Farthest distance of the site from the projection centre: the radius."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reach_m", self.radius_m)
 
     @property
     def area_m2(self) -> float:
@@ -87,7 +94,7 @@ class CircleShape:
 
     @property
     def extent_m(self) -> float:
-        """Longest side of the site's bounding box in metres (the diameter)."""
+        """Maximum side of the site's bounding box in metres (the diameter)."""
         return 2.0 * self.radius_m
 
     def contains_xy(self, x_m: FloatArray, y_m: FloatArray) -> BoolArray:
@@ -100,7 +107,9 @@ class CircleShape:
 
     def inside_share_xy(self, x_m: float, y_m: float, accuracy_m: float) -> float:
         """Return the share of the accuracy disk around (x_m, y_m) inside the site."""
-        return circle_overlap_share(math.sqrt(x_m * x_m + y_m * y_m), self.radius_m, accuracy_m)
+        return circle_overlap_share(
+            math.sqrt(x_m * x_m + y_m * y_m), self.radius_m, accuracy_m
+        )
 
     def region(self, margin_m: float, quad_segs: int = 4) -> shapely.Polygon:
         """Return a polygon that contains the site widened by ``margin_m``.
@@ -112,8 +121,12 @@ class CircleShape:
         return shapely.Point(0.0, 0.0).buffer(radius_m, quad_segs=quad_segs)
 
     def classify_cells(
-        self, cells: np.ndarray, vertex_x_m: FloatArray, vertex_y_m: FloatArray,
-        vertex_cell: np.ndarray, margin_m: float,
+        self,
+        cells: np.ndarray,
+        vertex_x_m: FloatArray,
+        vertex_y_m: FloatArray,
+        vertex_cell: np.ndarray,
+        margin_m: float,
     ) -> tuple[FloatArray, BoolArray]:
         """Classify projected cell polygons against the site.
 
@@ -146,16 +159,30 @@ class PolygonShape:
     boundary: shapely.MultiLineString = field(init=False)
     bounds: tuple[float, float, float, float] = field(init=False)
     """Bounding box of the site as (min_x, min_y, max_x, max_y) in metres."""
+    reach_m: float = field(init=False)
+    """Farthest distance of the site from the projection centre."""
+    inner_radius_m: float = field(init=False)
+    """Radius of the disk around the projection centre that lies inside the
+    site, 0 when the centre is outside; points in it need no geometry."""
 
     def __post_init__(self) -> None:
         shapely.prepare(self.polygon)
         boundary = shapely.MultiLineString(
-            [self.polygon.exterior.coords] + [ring.coords for ring in self.polygon.interiors]
+            [self.polygon.exterior.coords]
+            + [ring.coords for ring in self.polygon.interiors]
         )
         shapely.prepare(boundary)
         object.__setattr__(self, "boundary", boundary)
         min_x, min_y, max_x, max_y = (float(v) for v in self.polygon.bounds)
         object.__setattr__(self, "bounds", (min_x, min_y, max_x, max_y))
+        shell = np.asarray(self.polygon.exterior.coords)
+        object.__setattr__(
+            self, "reach_m", float(np.hypot(shell[:, 0], shell[:, 1]).max())
+        )
+        inner_radius_m = 0.0
+        if shapely.intersects_xy(self.polygon, 0.0, 0.0):
+            inner_radius_m = float(shapely.distance(boundary, shapely.Point(0.0, 0.0)))
+        object.__setattr__(self, "inner_radius_m", inner_radius_m)
 
     @property
     def area_m2(self) -> float:
@@ -164,13 +191,13 @@ class PolygonShape:
 
     @property
     def extent_m(self) -> float:
-        """Longest side of the site's bounding box in metres."""
+        """Maximum side of the site's bounding box in metres."""
         min_x, min_y, max_x, max_y = self.bounds
         return max(max_x - min_x, max_y - min_y)
 
     def contains_xy(self, x_m: FloatArray, y_m: FloatArray) -> BoolArray:
         """Test projected points for containment, boundary included."""
-        return shapely.intersects_xy(self.polygon, x_m, y_m)
+        return np.asarray(shapely.intersects_xy(self.polygon, x_m, y_m), dtype=bool)
 
     def signed_distance_xy(self, x_m: float, y_m: float) -> float:
         """Return the distance to the site's edge: positive inside, negative outside."""
@@ -194,10 +221,10 @@ class PolygonShape:
         return float(min(1.0, overlap_m2 / shapely.area(disk)))
 
     def region(self, margin_m: float, quad_segs: int = 4) -> shapely.Polygon:
-        """Return a polygon that contains the site widened by ``margin_m``, holes filled.
+        """Return a polygon that contains the site widened by ``margin_m``.
 
-        Rounded corners are drawn with ``quad_segs`` segments per quarter
-        circle, on the outside of the true curve.
+        Holes are filled. Rounded corners are drawn with ``quad_segs``
+        segments per quarter circle, on the outside of the true curve.
         """
         shell = shapely.Polygon(self.polygon.exterior)
         if margin_m <= 0.0:
@@ -205,8 +232,12 @@ class PolygonShape:
         return shell.buffer(margin_m * _outset_factor(quad_segs), quad_segs=quad_segs)
 
     def classify_cells(
-        self, cells: np.ndarray, vertex_x_m: FloatArray, vertex_y_m: FloatArray,
-        vertex_cell: np.ndarray, margin_m: float,
+        self,
+        cells: np.ndarray,
+        vertex_x_m: FloatArray,
+        vertex_y_m: FloatArray,
+        vertex_cell: np.ndarray,
+        margin_m: float,
     ) -> tuple[FloatArray, BoolArray]:
         """Classify projected cell polygons against the site.
 
