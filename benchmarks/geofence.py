@@ -50,6 +50,10 @@ POINT_TARGET_PER_S = 1_000_000
 PING_TARGET_US = 5.0
 T0 = 1793606400.0
 
+# The index's default resolution and the two finer ones that suit many
+# small fences.
+DEFAULT_RESOLUTIONS = (DEFAULT_INDEX_RES, 10, 11)
+
 
 def synthetic_fences(count: int, rng: np.random.Generator) -> list[Fence]:
     """Return ``count`` fences scattered over the square around ``CENTRE``.
@@ -281,7 +285,7 @@ def run(
     *,
     fences: int = 10_000,
     points: int = 1_000_000,
-    resolutions: Sequence[int] = (DEFAULT_INDEX_RES,),
+    resolutions: Sequence[int] = DEFAULT_RESOLUTIONS,
     sample: int = 20_000,
     repeats: int = 3,
     seed: int = 20261204,
@@ -425,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         action="append",
         default=None,
-        help=f"H3 resolution of the index (repeatable; default {DEFAULT_INDEX_RES})",
+        help="H3 resolution of the index (repeatable; default "
+        f"{', '.join(str(res) for res in DEFAULT_RESOLUTIONS)})",
     )
     parser.add_argument(
         "--sample",
@@ -454,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = run(
         fences=args.fences,
         points=args.points,
-        resolutions=args.res or (DEFAULT_INDEX_RES,),
+        resolutions=args.res or DEFAULT_RESOLUTIONS,
         sample=args.sample,
         repeats=args.repeats,
         seed=args.seed,

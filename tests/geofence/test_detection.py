@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from h3.api import basic_int as h3_int
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from geofence.cover import FenceIndex
 from geofence.detection import (
     Arrived,
     DetectionConfig,
@@ -610,3 +612,34 @@ def test_config_defaults_documented_values() -> None:
     assert (config.min_inside_fixes, config.arrival_dwell_s) == (2, 30.0)
     assert (config.min_on_site_s, config.departure_grace_s) == (180.0, 300.0)
     assert config.max_accuracy_m == 100.0
+
+
+def test_nan_never_reaches_h3(
+    monkeypatch: pytest.MonkeyPatch, yard_fence: Fence, tracks: Any
+) -> None:
+    latlng_to_cell = h3_int.latlng_to_cell
+    calls = []
+
+    def finite_only(lat: float, lon: float, res: int) -> int:
+        assert math.isfinite(lat)
+        assert math.isfinite(lon)
+        calls.append((lat, lon))
+        return int(latlng_to_cell(lat, lon, res))
+
+    monkeypatch.setattr(h3_int, "latlng_to_cell", finite_only)
+    fixes = [frame_fix(frame) for frame in NAN_FRAMES]
+    # Move the valid frames into the yard's south-west quarter, away from
+    # its centre, so the fence looks up their H3 cells.
+    fixes[0] = Fix(fixes[0].t, 60.1757, 24.9373, 5.0)
+    fixes[-1] = Fix(fixes[-1].t, 60.1757, 24.9374, 5.0)
+    index = FenceIndex()
+    index.add(yard_fence)
+
+    _, events = run(fixes, yard_fence)
+    matches = index.contains_many(
+        np.array([math.nan, 60.17585, math.inf]), np.array([24.938, math.nan, 24.938])
+    )
+
+    assert kinds(events) == ["Arrived"]
+    assert len(calls) == 2
+    assert matches.point_index.size == 0
