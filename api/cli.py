@@ -163,6 +163,8 @@ def _simulator_config(args: argparse.Namespace, base_url: str, api_key: str) -> 
         interval_s=args.interval,
         service_s=args.service_s,
         duration_s=args.duration,
+        min_trip_s=args.min_trip_s,
+        max_trip_s=args.max_trip_s,
         seed=args.seed,
         prefix=args.prefix,
     )
@@ -244,19 +246,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the server and a simulated fleet on real streets")
     _add_server_flags(demo)
-    _add_simulation_flags(demo, default_duration=None)
+    _add_simulation_flags(demo, service_s=30.0, min_trip_s=20.0, max_trip_s=100.0)
     demo.set_defaults(handler=command_demo)
     return parser
 
 
 def _add_simulation_flags(
-    parser: argparse.ArgumentParser, default_duration: float | None = None
+    parser: argparse.ArgumentParser,
+    service_s: float = 90.0,
+    min_trip_s: float = 30.0,
+    max_trip_s: float = 180.0,
 ) -> None:
     parser.add_argument("--contractors", type=int, default=5, help="simulated contractors (default 5)")
     parser.add_argument("--jobs", type=int, default=3, help="jobs per contractor (default 3)")
     parser.add_argument("--interval", type=float, help="seconds between pings (default: the server's advice)")
-    parser.add_argument("--service-s", type=float, default=90.0, help="seconds on site per job (default 90)")
-    parser.add_argument("--duration", type=float, default=default_duration, help="stop after this many seconds")
+    parser.add_argument("--service-s", type=float, default=service_s, help=f"seconds on site per job (default {service_s:g})")
+    parser.add_argument(
+        "--min-trip-s", type=float, default=min_trip_s,
+        help=f"shortest planned drive to a job in seconds (default {min_trip_s:g})",
+    )
+    parser.add_argument(
+        "--max-trip-s", type=float, default=max_trip_s,
+        help=f"longest planned drive to a job in seconds (default {max_trip_s:g})",
+    )
+    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: run until done or Ctrl-C)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--prefix", default="sim", help="prefix of contractor and job ids")
 

@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 SERVER_START_TIMEOUT_S = 120.0
 # Short geofence thresholds, so a demo of a few minutes completes jobs.
 DEMO_GEOFENCE_ENV = {
-    "ENROUTE_GEOFENCE_MIN_ON_SITE_S": "30",
-    "ENROUTE_GEOFENCE_GRACE_S": "20",
+    "ENROUTE_GEOFENCE_DWELL_S": "15",
+    "ENROUTE_GEOFENCE_MIN_ON_SITE_S": "20",
+    "ENROUTE_GEOFENCE_GRACE_S": "15",
 }
 
 
@@ -96,6 +97,7 @@ def run_demo(
     from tracker import orgs
     from tracker.store import connect
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     print("loading the road graph ...", flush=True)
     graph = load_graph(settings.graph, cache_dir=settings.graph_cache_dir, progress=True)
     port = settings.port or _free_port(settings.host)

@@ -54,5 +54,6 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
         "filters": ["redact"],
     }
     config["root"] = {"handlers": ["plain"], "level": level.upper()}
-    config["loggers"]["uvicorn"]["level"] = level.upper()
+    for logger_config in config["loggers"].values():
+        logger_config["level"] = level.upper()
     return config

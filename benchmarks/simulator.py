@@ -62,8 +62,8 @@ class SimulatorConfig:
     interval_s: float | None = None  # None: follow next_interval_s
     service_s: float = 120.0
     duration_s: float | None = None
-    min_trip_s: float = 40.0
-    max_trip_s: float = 600.0
+    min_trip_s: float = 30.0
+    max_trip_s: float = 180.0
     window_slack_s: float = 300.0
     seed: int = 1
     prefix: str = "sim"
@@ -188,14 +188,14 @@ def noisy_fix(rng: random.Random, t: float, lat: float, lon: float, speed: float
     sigma_m = acc / 1.5
     north_m, east_m = rng.gauss(0, sigma_m), rng.gauss(0, sigma_m)
     fix = {
-        "t": round(t, 3),
-        "lat": lat + north_m / METRES_PER_DEGREE_LAT,
-        "lon": lon + east_m / (METRES_PER_DEGREE_LAT * math.cos(math.radians(lat))),
+        "t": round(float(t), 3),
+        "lat": float(lat) + north_m / METRES_PER_DEGREE_LAT,
+        "lon": float(lon) + east_m / (METRES_PER_DEGREE_LAT * math.cos(math.radians(lat))),
         "acc": round(acc, 1),
-        "spd": round(speed, 2),
+        "spd": round(float(speed), 2),
     }
     if speed >= 0.5:
-        fix["hdg"] = round(heading, 1)
+        fix["hdg"] = round(float(heading), 1)
     return fix
 
 
@@ -285,7 +285,8 @@ class SimulatedContractor:
                     break
                 (await self.http.post(f"/v1/jobs/{job_id}/dispatch")).raise_for_status()
                 route = self.planner.route(self.node, destination)
-                await self.drive(route, deadline)
+                if not await self.drive(route, deadline):
+                    break
                 self.node = destination
                 await self.dwell(self.config.service_s, deadline)
             # The next job's drive takes the contractor away from a site;
@@ -312,7 +313,8 @@ class SimulatedContractor:
     def interval_s(self) -> float:
         return self.config.interval_s or self.advised_interval_s
 
-    async def drive(self, route: Route, deadline: float | None) -> None:
+    async def drive(self, route: Route, deadline: float | None) -> bool:
+        """Drive the route, pinging; return False when the deadline cut it short."""
         started = time.time()
         if self.config.offline_gaps and self.rng.random() < OFFLINE_GAP_PROBABILITY:
             gap_start = started + self.rng.uniform(0, max(1.0, route.duration_s / 2))
@@ -324,8 +326,10 @@ class SimulatedContractor:
             elapsed = now - started
             lat, lon, speed, heading = route.position(elapsed)
             await self.ping(now, lat, lon, speed, heading)
-            if elapsed >= route.duration_s or (deadline is not None and now >= deadline):
-                return
+            if elapsed >= route.duration_s:
+                return True
+            if deadline is not None and now >= deadline:
+                return False
             await asyncio.sleep(min(self.interval_s(), route.duration_s - elapsed + 0.05))
 
     async def dwell(self, service_s: float, deadline: float | None) -> None:
@@ -339,8 +343,6 @@ class SimulatedContractor:
                 break
             await self.ping(now, lat, lon, 0.0, 0.0)
             await asyncio.sleep(self.interval_s())
-        # Walk back to the van parked on the street, then leave.
-        await self.ping(time.time(), lat, lon, 0.0, 0.0)
 
     async def ping(self, t: float, lat: float, lon: float, speed: float, heading: float) -> None:
         fix = noisy_fix(self.rng, t, lat, lon, speed, heading)

@@ -1,0 +1,84 @@
+"""``enroute demo`` end to end: embedded Redis, server, simulated fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import websockets
+
+from support import REPO_ROOT, free_port
+
+DEMO_ENV = {
+    "ENROUTE_GEOFENCE_DWELL_S": "10",
+    "ENROUTE_GEOFENCE_MIN_ON_SITE_S": "10",
+    "ENROUTE_GEOFENCE_GRACE_S": "10",
+}
+
+
+async def watch(url: str, seconds: float) -> list[dict]:
+    """Collect a customer's updates for ``seconds``."""
+    updates = []
+    deadline = time.monotonic() + seconds
+    async with websockets.connect(url) as connection:
+        while time.monotonic() < deadline:
+            try:
+                raw = await asyncio.wait_for(connection.recv(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+            message = orjson.loads(raw)
+            if message["type"] == "update":
+                updates.append(message)
+    return updates
+
+
+@pytest.mark.slow
+async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        **DEMO_ENV,
+        "ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir),
+        "ENROUTE_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.pop("ENROUTE_REDIS_URL", None)
+    command = [
+        sys.executable, "-m", "api.cli", "--log-level", "warning", "demo",
+        "--port", str(port), "--duration", "60", "--contractors", "3", "--jobs", "3",
+        "--service-s", "15", "--min-trip-s", "10", "--max-trip-s", "30",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=REPO_ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    link = None
+    while link is None:
+        raw = await asyncio.wait_for(process.stdout.readline(), 120)
+        assert raw, "demo ended before printing a tracking link"
+        lines.append(raw.decode())
+        match = re.search(r"demo-c1-j1: (http://\S+)", lines[-1])
+        if match:
+            link = match.group(1)
+    token = link.rsplit("/", 1)[1]
+    updates = await watch(f"ws://127.0.0.1:{port}/v1/track/{token}/ws", 40)
+    rest, _ = await asyncio.wait_for(process.communicate(), 120)
+    output = "".join(lines) + rest.decode()
+
+    assert process.returncode == 0, output
+    positions = {(u["position"]["lat"], u["position"]["lon"]) for u in updates if u["position"]}
+    assert len(positions) >= 2, output
+    assert any(u["arrival_window"] for u in updates), output
+    arrived = int(re.search(r"arrived \(geofence\):\s+(\d+)", output).group(1))  # type: ignore[union-attr]
+    completed = int(re.search(r"completed \(geofence\):\s+(\d+)", output).group(1))  # type: ignore[union-attr]
+    assert arrived >= 1, output
+    assert completed >= 1, output
+    assert "Dispatcher: http://" in output
