@@ -8,7 +8,7 @@ predicted remaining time the model keeps a histogram of ``r``, seeded with
 a normal prior (median 0, sigma 0.2) worth 20 trips, and updated with every
 completed trip of the organisation. A window at confidence ``c`` spans the
 ``(1 - c) / 2`` and ``(1 + c) / 2`` quantiles of ``r``, mapped back to
-seconds, and is at least 45 s wide on each side of the prediction.
+seconds, and is at least ``DEFAULT_FLOOR_S`` wide on each side of the prediction.
 
 Two guarantees hold for every model state, and the tests check them:
 
@@ -44,9 +44,11 @@ DEFAULT_BIN_EDGES_S = (120.0, 300.0, 600.0, 1200.0, 2400.0, 4800.0)
 DEFAULT_SHIFT_S = 30.0
 
 # Minimum distance in seconds from the predicted arrival to each end of the
-# window: GPS fixes, parking and walking to the door make even the last
-# minute uncertain.
-DEFAULT_FLOOR_S = 45.0
+# window: fixes come every 5-10 s and the arrival is stamped at the first
+# fix inside the fence, so even the last minute is uncertain by about this
+# much. A wider floor would make short-range windows cover nearly every
+# arrival instead of the stated share.
+DEFAULT_FLOOR_S = 15.0
 
 # Prior spread of the log ratio, and its weight in trips per bin. sigma 0.2
 # puts the 80 % interval of a 10-minute prediction at about 7.6 to 13.1

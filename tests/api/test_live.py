@@ -8,13 +8,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import h3
+import httpx
 import orjson
 import pytest
+import redis
 import websockets
 
 from support import Api, Device, ServerProcess, create_org, running_server
+from tracker import keys
+from tracker.redis_server import EmbeddedRedis
 
 SITE = {"lat": 60.16935, "lon": 24.93890, "radius_m": 50.0}
 FAR = (60.17200, 24.93890)  # about 300 m north of the site
@@ -258,3 +261,46 @@ async def test_stalled_viewer_does_not_slow_ingest(server: ServerProcess, api: A
     latencies.sort()
     assert latencies[int(len(latencies) * 0.95)] < 1.0
     assert received > 0
+
+
+async def test_live_recovers_after_redis_restart(tmp_path: Path, graph_cache_dir: Path) -> None:
+    embedded = EmbeddedRedis(tmp_path / "redis")
+    url = embedded.start()
+    try:
+        org, key = create_org(url)
+        env = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir)}
+        with running_server(url, tmp_path / "server.log", **env) as server:
+            token = Api(server.base_url, key).contractor("c-020")
+            fleet_url = f"{server.ws_url}/v1/fleet/ws?token={key}"
+            async with websockets.connect(fleet_url) as dispatcher, Device(server.ws_url, token) as device:
+                await asyncio.sleep(0.3)
+                t0 = time.time() - 30
+                await device.send({"t": t0, "lat": 60.1700, "lon": 24.9450, "acc": 5.0})
+                embedded.kill()
+                restart = asyncio.get_running_loop().run_in_executor(
+                    None, lambda: (time.sleep(3), embedded.start())
+                )
+                # Sent while Redis is down: acknowledged only once stored.
+                reply = await device.send({"t": t0 + 1, "lat": 60.1701, "lon": 24.9450, "acc": 5.0})
+                await restart
+                assert reply["type"] == "ack"
+                restarted_at = time.monotonic()
+                last_t = t0 + 2
+                for i in range(2, 20):
+                    last_t = t0 + i
+                    await device.send({"t": last_t, "lat": 60.1700 + i * 1e-4, "lon": 24.9450, "acc": 5.0})
+                    await asyncio.sleep(0.5)
+                seen_t = None
+                while seen_t != last_t:
+                    message = orjson.loads(await asyncio.wait_for(dispatcher.recv(), 15))
+                    if message["type"] == "position":
+                        seen_t = message["fix"]["t"]
+                assert time.monotonic() - restarted_at < 20
+        client = redis.Redis.from_url(url)
+        stored_t = float(client.hget(keys.device(org, "c-020"), "t"))
+        history = client.zcard(keys.history(org, "c-020"))
+        client.close()
+    finally:
+        embedded.stop()
+    assert stored_t == last_t
+    assert history == 20

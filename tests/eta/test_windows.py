@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eta.windows import (
+    DEFAULT_FLOOR_S,
     ArrivalWindow,
     ErrorModel,
     WindowSmoother,
@@ -72,8 +73,8 @@ def test_window_never_before_now() -> None:
 
 def test_window_floor_near_arrival() -> None:
     low_s, high_s = ErrorModel().interval_s(120.0)
-    assert 120.0 - low_s >= 45.0
-    assert high_s - 120.0 >= 45.0
+    assert 120.0 - low_s >= DEFAULT_FLOOR_S
+    assert high_s - 120.0 >= DEFAULT_FLOOR_S
 
 
 def test_prior_window_ten_minutes() -> None:
