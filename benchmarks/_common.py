@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import os
 import platform
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -70,7 +72,10 @@ def command_line(module: str, argv: Sequence[str]) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    lock_path = path.with_name(path.name + ".lock")
+    # The lock file is in the temporary folder, so it never shows up in the
+    # work tree. Its name is derived from the page's absolute path.
+    digest = hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"enroute-results-{digest}.lock"
     with lock_path.open("a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
@@ -115,8 +120,9 @@ def update_section(
     Notes
     -----
     Only the lines between the heading and the next line starting with
-    ``## `` change. The lock is an advisory ``flock`` on ``PATH.lock``, so
-    it protects only against writers that use this function too.
+    ``## `` change. The lock is an advisory ``flock`` on a file in the
+    temporary folder, so it protects only against writers that use this
+    function too.
     """
     with _locked(path):
         text = path.read_text() if path.exists() else f"{RESULTS_TITLE}\n\n{RESULTS_INTRO}\n"

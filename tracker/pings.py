@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+from math import isfinite
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -39,9 +40,12 @@ STANDING_SPEED_MPS = 0.5
 _OPTIONAL_FIELDS = ("acc", "spd", "hdg", "bat", "alt")
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
-    """One accepted fix of a device; units: s, degrees, m, m/s, 0..1."""
+class Ping(NamedTuple):
+    """One accepted fix of a device; units: s, degrees, m, m/s, 0..1.
+
+    A named tuple rather than a frozen dataclass because building one costs
+    about a fifth as much, and the ingest path builds one per ping.
+    """
 
     t: float
     lat: float
@@ -166,9 +170,16 @@ def validate_ping(raw: Any, rules: TimeRules) -> Ping:
     """
     if not isinstance(raw, dict):
         raise ValueError(f"ping must be a JSON object, got {_describe(raw)}")
-    t = _number(raw, "t", True)
-    lat = _number(raw, "lat", True)
-    lon = _number(raw, "lon", True)
+    # Finite floats, the common case, skip the checks in _number.
+    t = raw.get("t")
+    if type(t) is not float or not isfinite(t):
+        t = _number(raw, "t", True)
+    lat = raw.get("lat")
+    if type(lat) is not float or not isfinite(lat):
+        lat = _number(raw, "lat", True)
+    lon = raw.get("lon")
+    if type(lon) is not float or not isfinite(lon):
+        lon = _number(raw, "lon", True)
     assert t is not None and lat is not None and lon is not None
     if not -90.0 <= lat <= 90.0:
         raise ValueError(f"lat must be within -90..90, got {lat}")

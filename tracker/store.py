@@ -24,7 +24,8 @@ import asyncio
 import importlib.resources
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -45,10 +46,13 @@ logger = logging.getLogger(__name__)
 # Two fixes confirm a jump only when they are this close in time.
 JUMP_CONFIRM_WINDOW_S = 600.0
 MAX_CALLS_PER_PIPELINE = 512
+# Pipelines waiting for Redis at once: with more than one, Redis runs one
+# pipeline while the server builds the next.
+MAX_PIPELINES_IN_FLIGHT = 4
 RETRY_FIRST_DELAY_S = 0.05
 RETRY_MAX_DELAY_S = 2.0
 # A pipeline whose replies take longer than this is failed and retried on a
-# new connection; the ingest script is idempotent, so a retried call that
+# new connection. The ingest script is idempotent, so a retried call that
 # Redis had already run only turns its pings into duplicates.
 PIPELINE_REPLY_TIMEOUT_S = 30.0
 # Bits of an H3 index below the mode and resolution fields, see keys.py.
@@ -96,8 +100,14 @@ class StoreResult:
 class _Call:
     org: str
     device_id: str
-    head: list[str]  # the four keys, the device id and the pub/sub channel
-    values: list[str]  # six per ping, see ingest.lua
+    # The four keys, the device id, the pub/sub channel and the limits, as a
+    # list and as RESP bulk strings.
+    head: tuple[list[str], str]
+    pings: Sequence[Ping]
+    # The six script arguments of every ping (see ingest.lua), as RESP bulk
+    # strings when the writer has its own connection, else as a list.
+    encoded: str
+    values: list[str]
     future: asyncio.Future[StoreResult]
 
 
@@ -118,20 +128,36 @@ def _pipe_params(client: RedisClient) -> dict[str, Any] | None:
     return params
 
 
+class _PendingPipeline:
+    """Replies collected for one pipeline sent on a :class:`RedisPipe`."""
+
+    __slots__ = ("count", "replies", "future", "on_reply")
+
+    def __init__(
+        self,
+        count: int,
+        future: asyncio.Future[list[Any]],
+        on_reply: Callable[[int, Any], None] | None,
+    ) -> None:
+        self.count = count
+        self.replies: list[Any] = []
+        self.future = future
+        self.on_reply = on_reply
+
+
 class RedisPipe(asyncio.Protocol):
     """A Redis connection that sends a pipeline as one buffer and parses replies in C.
 
-    One pipeline at a time: :meth:`execute` must not be called again before
-    it returns. A lost connection fails the pipeline in flight with
+    Several pipelines may be in flight: Redis replies to the commands of one
+    connection in order, so replies are matched to pipelines first in,
+    first out. A lost connection fails every pipeline in flight with
     :class:`redis.exceptions.ConnectionError` and leaves the pipe closed.
     """
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
-        self._replies: list[Any] = []
-        self._expected = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._pending: deque[_PendingPipeline] = deque()
         self.closed = False
 
     @classmethod
@@ -171,34 +197,47 @@ class RedisPipe(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
-        replies = self._replies
+        pending = self._pending
         try:
             reader.feed(data)
             reply = reader.gets()
             while reply is not False:
-                replies.append(reply)
+                if not pending:
+                    raise hiredis.ProtocolError("reply without a pending command")
+                head = pending[0]
+                head.replies.append(reply)
+                if head.on_reply is not None:
+                    head.on_reply(len(head.replies) - 1, reply)
+                if len(head.replies) == head.count:
+                    pending.popleft()
+                    if not head.future.done():
+                        head.future.set_result(head.replies)
                 reply = reader.gets()
         except hiredis.ProtocolError as error:
             self._fail(RedisConnectionError(f"invalid reply from redis: {error}"))
             self.close()
-            return
-        waiter = self._waiter
-        if waiter is not None and len(replies) >= self._expected and not waiter.done():
-            waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(RedisConnectionError(f"connection to redis lost: {exc or 'closed by server'}"))
 
     def _fail(self, error: Exception) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+        while self._pending:
+            future = self._pending.popleft().future
+            if not future.done():
+                future.set_exception(error)
 
-    async def execute(self, payload: bytes, count: int) -> list[Any]:
+    async def execute(
+        self,
+        payload: bytes,
+        count: int,
+        on_reply: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         """Send an encoded pipeline of ``count`` commands; return their replies.
 
         Error replies come back as :class:`hiredis.ReplyError` items.
+        ``on_reply`` is called with the index and reply of each command as
+        soon as it arrives, so callers can act before the last reply.
 
         Raises
         ------
@@ -210,30 +249,27 @@ class RedisPipe(asyncio.Protocol):
         """
         if self.closed or self._transport is None:
             raise RedisConnectionError("connection to redis is closed")
-        self._replies = []
-        self._expected = count
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
+        if count == 0:
+            return []
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_PendingPipeline(count, future, on_reply))
         self._transport.write(payload)
         try:
             async with asyncio.timeout(PIPELINE_REPLY_TIMEOUT_S):
-                await waiter
+                return await future
         except TimeoutError:
             self.close()
             raise RedisTimeoutError(
-                f"redis sent {len(self._replies)} of {count} replies within "
+                f"redis did not reply to a pipeline of {count} commands within "
                 f"{PIPELINE_REPLY_TIMEOUT_S:.0f} s"
             ) from None
-        finally:
-            self._waiter = None
-        replies, self._replies = self._replies, []
-        return replies
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and fail the pipelines in flight."""
         self.closed = True
         if self._transport is not None:
             self._transport.close()
+        self._fail(RedisConnectionError("connection to redis closed"))
 
 
 def pack_command(args: Sequence[bytes]) -> bytes:
@@ -265,44 +301,60 @@ class PingWriter:
         self._pipe_params = _pipe_params(client)
         self._pipe: RedisPipe | None = None
         self._limits = [repr(history_s), repr(max_speed_mps), repr(JUMP_CONFIRM_WINDOW_S)]
-        self._heads: dict[tuple[str, str], list[str]] = {}
+        self._heads: dict[tuple[str, str], tuple[list[str], str]] = {}
         self._queue: list[_Call] = []
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
+        self._in_flight = asyncio.Semaphore(MAX_PIPELINES_IN_FLIGHT)
+        self._pipe_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.frames_written = 0
         self.pipelines_sent = 0
 
-    def _head(self, org: str, device_id: str) -> list[str]:
+    def _head(self, org: str, device_id: str) -> tuple[list[str], str]:
+        """Return the keys, device id and channel of a call, also as RESP bulk strings."""
         head = self._heads.get((org, device_id))
         if head is None:
             if len(self._heads) >= MAX_CACHED_DEVICES:
                 self._heads.clear()
-            head = [
+            values = [
                 keys.device(org, device_id),
                 keys.history(org, device_id),
                 keys.cells(org),
                 keys.heat(org),
                 device_id,
                 keys.live_channel(org),
+                *self._limits,
             ]
+            encoded = "".join(f"${len(value.encode())}\r\n{value}\r\n" for value in values)
+            head = (values, encoded)
             self._heads[org, device_id] = head
         return head
 
-    def _values(self, pings: Sequence[Ping]) -> list[str]:
-        res = self.h3_res
-        latlng_to_cell = h3_int.latlng_to_cell
-        values: list[str] = []
+    def _ping_fields(self, ping: Ping) -> tuple[str, str, str, str, str, str]:
+        """Return a ping's script arguments: t, lat, lon, acc, cell score, JSON."""
+        acc = ping.acc
+        return (
+            repr(ping.t),
+            repr(ping.lat),
+            repr(ping.lon),
+            "-1.0" if acc is None else repr(acc),
+            str(h3_int.latlng_to_cell(ping.lat, ping.lon, self.h3_res) & _CELL_SCORE_MASK),
+            ping.to_json().decode(),
+        )
+
+    def _encode_pings(self, pings: Sequence[Ping]) -> str:
+        """Return the script arguments of ``pings`` as RESP bulk strings."""
+        # The values are ASCII, so a str's length is its byte length.
+        parts = []
         for ping in pings:
-            acc = ping.acc
-            values += (
-                repr(ping.t),
-                repr(ping.lat),
-                repr(ping.lon),
-                "-1.0" if acc is None else repr(acc),
-                str(latlng_to_cell(ping.lat, ping.lon, res) & _CELL_SCORE_MASK),
-                ping.to_json().decode(),
+            t, lat, lon, acc, cell, fix = self._ping_fields(ping)
+            parts.append(
+                f"${len(t)}\r\n{t}\r\n${len(lat)}\r\n{lat}\r\n"
+                f"${len(lon)}\r\n{lon}\r\n${len(acc)}\r\n{acc}\r\n"
+                f"${len(cell)}\r\n{cell}\r\n${len(fix)}\r\n{fix}\r\n"
             )
-        return values
+        return "".join(parts)
 
     async def write(self, org: str, device_id: str, pings: Sequence[Ping]) -> StoreResult:
         """Store one frame's valid pings of a device; return once Redis replied.
@@ -314,7 +366,12 @@ class PingWriter:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StoreResult] = loop.create_future()
-        call = _Call(org, device_id, self._head(org, device_id), self._values(pings), future)
+        head = self._head(org, device_id)
+        if self._pipe_params is not None:
+            call = _Call(org, device_id, head, pings, self._encode_pings(pings), [], future)
+        else:
+            values = [value for ping in pings for value in self._ping_fields(ping)]
+            call = _Call(org, device_id, head, pings, "", values, future)
         self._queue.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -333,13 +390,23 @@ class PingWriter:
         task.add_done_callback(_log_task_failure)
 
     async def _flush(self) -> None:
-        # One flush at a time keeps pipelines in order; calls queued while
-        # a pipeline is in flight go out together in the next one.
+        # One flusher at a time takes calls off the queue, in order. Calls
+        # queued while all pipelines are in flight go out together later.
         async with self._lock:
             while self._queue:
+                await self._in_flight.acquire()
                 calls = self._queue[:MAX_CALLS_PER_PIPELINE]
                 del self._queue[:MAX_CALLS_PER_PIPELINE]
-                await self._send_with_retry(calls)
+                task = asyncio.get_running_loop().create_task(self._send_pipeline(calls))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(_log_task_failure)
+
+    async def _send_pipeline(self, calls: list[_Call]) -> None:
+        try:
+            await self._send_with_retry(calls)
+        finally:
+            self._in_flight.release()
 
     async def _send_with_retry(self, calls: list[_Call]) -> None:
         deadline = time.monotonic() + self.retry_s
@@ -386,6 +453,8 @@ class PingWriter:
 
         missing_script = []
         for call, reply in zip(pending, replies):
+            if call.future.done():
+                continue
             if isinstance(reply, NoScriptError) or (
                 isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
             ):
@@ -401,7 +470,15 @@ class PingWriter:
                 error = reply if isinstance(reply, ResponseError) else ResponseError(str(reply))
                 call.future.set_exception(error)
                 continue
-            call.future.set_result(_parse_reply(reply))
+            try:
+                call.future.set_result(_parse_reply(reply))
+            except (ValueError, IndexError, TypeError, AttributeError) as error:
+                logger.error(
+                    "unexpected ingest script reply for org %s device %s: %r (%s)",
+                    call.org, call.device_id, reply, error,
+                )
+                call.future.set_exception(ResponseError(f"unexpected ingest script reply: {error}"))
+                continue
             self.frames_written += 1
         if missing_script:
             # A restarted Redis has lost its script cache: load it again.
@@ -412,41 +489,39 @@ class PingWriter:
     async def _execute_on_pipe(self, calls: list[_Call], sha: str) -> list[Any]:
         if not calls:
             return []
-        if self._pipe is None or self._pipe.closed:
-            assert self._pipe_params is not None
-            self._pipe = await RedisPipe.open(self._pipe_params)
-        # Keys, ids and numbers are ASCII, so a str's length is its byte length.
-        prefix = "$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n4\r\n" % (len(sha), sha)
-        limits = "".join(f"${len(value)}\r\n{value}\r\n" for value in self._limits)
-        parts: list[bytes] = []
-        for call in calls:
-            dev, hist, cells, heat, device_id, channel = call.head
-            values = call.values
-            text = [
-                f"*{12 + len(values)}\r\n{prefix}"
-                f"${len(dev)}\r\n{dev}\r\n${len(hist)}\r\n{hist}\r\n"
-                f"${len(cells)}\r\n{cells}\r\n${len(heat)}\r\n{heat}\r\n"
-                f"${len(device_id)}\r\n{device_id}\r\n${len(channel)}\r\n{channel}\r\n"
-                f"{limits}"
-            ]
-            for index in range(0, len(values), 6):
-                t, lat, lon, acc, cell, fix = values[index : index + 6]
-                text.append(
-                    f"${len(t)}\r\n{t}\r\n${len(lat)}\r\n{lat}\r\n"
-                    f"${len(lon)}\r\n{lon}\r\n${len(acc)}\r\n{acc}\r\n"
-                    f"${len(cell)}\r\n{cell}\r\n${len(fix)}\r\n{fix}\r\n"
-                )
-            parts.append("".join(text).encode())
-        return await self._pipe.execute(b"".join(parts), len(calls))
+        pipe = await self._connected_pipe()
+        prefix = f"$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n$1\r\n4\r\n"
+        parts = [
+            f"*{12 + 6 * len(call.pings)}\r\n{prefix}{call.head[1]}{call.encoded}".encode()
+            for call in calls
+        ]
+
+        def resolve_early(index: int, reply: Any) -> None:
+            # A successful call gets its result at once. Errors wait for the
+            # whole pipeline, where _send retries or fails them.
+            future = calls[index].future
+            if isinstance(reply, list) and not future.done():
+                try:
+                    result = _parse_reply(reply)
+                except (ValueError, IndexError, TypeError, AttributeError):
+                    return
+                future.set_result(result)
+                self.frames_written += 1
+
+        return await pipe.execute(b"".join(parts), len(calls), resolve_early)
 
     async def _execute_on_client(self, calls: list[_Call], sha: str) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            dev, hist, cells, heat, device_id, channel = call.head
-            pipe.evalsha(
-                sha, 4, dev, hist, cells, heat, device_id, channel, *self._limits, *call.values
-            )
+            pipe.evalsha(sha, 4, *call.head[0], *call.values)
         return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+    async def _connected_pipe(self) -> RedisPipe:
+        async with self._pipe_lock:
+            if self._pipe is None or self._pipe.closed:
+                assert self._pipe_params is not None
+                self._pipe = await RedisPipe.open(self._pipe_params)
+            return self._pipe
 
 
 def _parse_reply(reply: list[Any]) -> StoreResult:
