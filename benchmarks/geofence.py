@@ -35,9 +35,9 @@ import numpy as np
 import shapely
 
 from benchmarks._common import command_line, machine_description, today, update_section
-from geofence.cover import DEFAULT_INDEX_RES, FenceIndex
 from geofence.detection import DetectionState, Fix, VisitEvent, step
 from geofence.fences import Fence, circle_fence, polygon_fence
+from geofence.index import DEFAULT_INDEX_RES, FenceIndex
 from geofence.projection import LocalProjection
 from geofence.shapes import PolygonShape
 

@@ -18,17 +18,16 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
-import h3
 import numpy as np
 import shapely
 from h3.api import basic_int as h3_int
 
 from geofence.cover import (
+    EDGE_LENGTH_M_BY_RES,
     MAX_COVER_CELLS,
     MIN_COVER_RES,
     build_cover,
@@ -46,34 +45,25 @@ from geofence.projection import (
 )
 from geofence.shapes import CircleShape, PolygonShape, Shape
 from geofence.types import BoolArray, FenceId, FloatArray, H3Index, LatLon
+from geofence.validation import (
+    MAX_RADIUS_M,
+    MIN_RADIUS_M,
+    check_extent,
+    check_fence_id,
+    check_hysteresis,
+    check_latitude,
+    check_longitude,
+    check_number,
+    check_polygon,
+    check_ring_latitudes,
+    parse_polygon,
+    unwrap_ring,
+)
 
 logger = logging.getLogger(__name__)
 
-MIN_RADIUS_M = 5.0
-"""Smallest circle radius; phone fixes are rarely better than about 5 m."""
-
-MAX_RADIUS_M = 5000.0
-"""Largest circle radius, well above any single job site."""
-
-MIN_SITE_AREA_M2 = math.pi * MIN_RADIUS_M**2
-"""Smallest polygon area, that of the smallest circle (about 78.5 m2)."""
-
-MAX_FENCE_EXTENT_M = 50_000.0
-"""Maximum side of a fence's bounding box in metres. Larger areas are not
-job sites."""
-
-MAX_POLYGON_VERTICES = 5000
-"""Most vertices a polygon may have, over all its rings."""
-
-MAX_ABS_LAT_DEG = 85.0
-"""Fences must lie within this latitude; nearer the poles H3 cells and
-longitude arithmetic degenerate."""
-
 DEFAULT_HYSTERESIS_M = 30.0
 """Default width of the band between the entry and exit boundaries."""
-
-MAX_HYSTERESIS_M = 500.0
-"""Widest allowed band between the entry and exit boundaries."""
 
 AUTO_CELLS_ACROSS = 10.0
 """Cells across a polygon that the automatic cover resolution aims for. About
@@ -84,16 +74,13 @@ geometry."""
 # the equator): the WGS84 semi-major axis times (1 - e2), times pi / 180.
 _MIN_METRES_PER_DEGREE_LAT = WGS84_A_M * (1.0 - WGS84_E2) * math.pi / 180.0
 
-_EDGE_LENGTH_M_BY_RES = tuple(
-    h3.average_hexagon_edge_length(res, unit="m") for res in range(16)
-)
-
 
 class Zone(enum.Enum):
     """The location of a fix relative to a fence, given its accuracy."""
 
     INSIDE = "inside"
-    """Inside the entry boundary with most of its accuracy disk inside."""
+    """Inside the entry boundary, with at least ``min_inside_share`` of its
+    accuracy disk inside."""
 
     OUTSIDE = "outside"
     """Beyond the exit boundary, with its accuracy disk clear of the site."""
@@ -130,7 +117,7 @@ class Fence:
     hysteresis_m
         Distance from the entry boundary out to the exit boundary.
     cover_res
-        H3 resolution of ``interior_depth_m``.
+        H3 resolution of ``interior_depth_m``, or -1 for circles.
     interior_depth_m
         For polygons, the H3 cells (as integers) that lie wholly inside the
         site, each with a distance in metres that every point of the cell
@@ -340,8 +327,8 @@ def circle_fence(
     Raises
     ------
     InvalidFenceError
-        When a value is missing its type or range; the message names the
-        field, shows the value and states the rule.
+        When a value has the wrong type or is out of range. The message
+        names the field, shows the value and states the rule.
 
     Examples
     --------
@@ -349,13 +336,13 @@ def circle_fence(
     >>> fence.radius_m, round(fence.area_m2)
     (100.0, 31416)
     """
-    _check_fence_id(fence_id)
-    hysteresis_m = _check_hysteresis(hysteresis_m)
-    lat = _check_number(lat, f"{field}.lat")
-    lon = _check_number(lon, f"{field}.lon")
-    _check_latitude(lat, f"{field}.lat", lat)
-    _check_longitude(lon, f"{field}.lon", lon)
-    radius_m = _check_number(radius_m, f"{field}.radius_m")
+    check_fence_id(fence_id)
+    hysteresis_m = check_hysteresis(hysteresis_m)
+    lat = check_number(lat, f"{field}.lat")
+    lon = check_number(lon, f"{field}.lon")
+    check_latitude(lat, f"{field}.lat", lat)
+    check_longitude(lon, f"{field}.lon", lon)
+    radius_m = check_number(radius_m, f"{field}.radius_m")
     if not MIN_RADIUS_M <= radius_m <= MAX_RADIUS_M:
         raise InvalidFenceError(
             f"{field}.radius_m must be within {MIN_RADIUS_M:g}..{MAX_RADIUS_M:g} m, "
@@ -398,12 +385,14 @@ def polygon_fence(
     Raises
     ------
     InvalidFenceError
-        For a malformed or invalid polygon; the message names the field,
+        For a malformed or invalid polygon. The message names the field,
         shows the value and states the rule.
     FenceTooLargeError
-        When the polygon spans 180 degrees of longitude or more, or its
-        bounding box is longer than ``MAX_FENCE_EXTENT_M``. The check runs
-        before any H3 cell is computed, in time linear in the vertex count.
+        When the polygon spans 180 degrees of longitude or more, its
+        bounding box is longer than ``MAX_FENCE_EXTENT_M``, or ``cover_res``
+        would need more than ``MAX_COVER_CELLS`` cells. These checks run
+        before any H3 cell is computed, and their cost depends only on the
+        vertex count.
 
     Examples
     --------
@@ -413,12 +402,12 @@ def polygon_fence(
     >>> fence.contains(60.17585, 24.9380), fence.contains(60.1770, 24.9380)
     (True, False)
     """
-    _check_fence_id(fence_id)
-    hysteresis_m = _check_hysteresis(hysteresis_m)
-    rings = _parse_polygon(geojson, field)
-    shell_lons = _unwrap_ring(rings[0], f"{field}.coordinates[0]")
+    check_fence_id(fence_id)
+    hysteresis_m = check_hysteresis(hysteresis_m)
+    rings = parse_polygon(geojson, field)
+    shell_lons = unwrap_ring(rings[0], f"{field}.coordinates[0]")
     hole_lons = [
-        _unwrap_ring(ring, f"{field}.coordinates[{i}]")
+        unwrap_ring(ring, f"{field}.coordinates[{i}]")
         for i, ring in enumerate(rings[1:], 1)
     ]
 
@@ -432,19 +421,13 @@ def polygon_fence(
             value=span_deg,
             limit=180.0,
         )
-    for i, ring in enumerate(rings):
-        for j, (_, lat) in enumerate(ring):
-            _check_latitude(
-                lat,
-                f"{field}.coordinates[{i}][{j}][1]",
-                geojson["coordinates"][i][j][1],
-            )
+    check_ring_latitudes(rings, field)
     shell_lats = [lat for _, lat in rings[0]]
     lat0 = 0.5 * (min(shell_lats) + max(shell_lats))
     lon0 = _fold_lon(0.5 * (min(shell_lons) + max(shell_lons)))
     projection = LocalProjection.centred_at(lat0, lon0)
     shell_xy = _project_ring(projection, shell_lats, shell_lons)
-    _check_extent(shell_xy, field)
+    check_extent(shell_xy, field)
 
     holes_xy = []
     for hole, lons in zip(rings[1:], hole_lons, strict=True):
@@ -455,7 +438,7 @@ def polygon_fence(
             _project_ring(projection, lats, [lon + shift_deg for lon in lons])
         )
     polygon = shapely.Polygon(shell_xy, holes_xy)
-    _check_polygon(polygon, field)
+    check_polygon(polygon, field)
 
     shape = PolygonShape(projection, polygon)
     res = (
@@ -504,7 +487,7 @@ def fence_from_site(
     if missing:
         raise InvalidFenceError(
             f"{field} must be {{lat, lon, radius_m}} or a GeoJSON Polygon, "
-            f"but {', '.join(missing)} is missing",
+            f"but it has no {' or '.join(missing)}",
             field=field,
             value=dict(site),
         )
@@ -518,180 +501,6 @@ def fence_from_site(
     )
 
 
-def _check_fence_id(fence_id: object) -> None:
-    if not isinstance(fence_id, str) or not fence_id:
-        raise InvalidFenceError(
-            f"fence_id must be a non-empty string, got {fence_id!r}",
-            field="fence_id",
-            value=fence_id,
-        )
-
-
-def _check_number(value: object, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidFenceError(
-            f"{field} must be a number, got {value!r}", field=field, value=value
-        )
-    number = float(value)
-    if not math.isfinite(number):
-        raise InvalidFenceError(
-            f"{field} must be a finite number, got {number}", field=field, value=value
-        )
-    return number
-
-
-def _check_hysteresis(hysteresis_m: object) -> float:
-    value = _check_number(hysteresis_m, "hysteresis_m")
-    if not 0.0 <= value <= MAX_HYSTERESIS_M:
-        raise InvalidFenceError(
-            f"hysteresis_m must be within 0..{MAX_HYSTERESIS_M:g} m, got {value:g}",
-            field="hysteresis_m",
-            value=hysteresis_m,
-        )
-    return value
-
-
-def _check_latitude(lat: float, field: str, value: object) -> None:
-    if not -90.0 <= lat <= 90.0:
-        raise InvalidFenceError(
-            f"{field} must be within -90..90, got {value}", field=field, value=value
-        )
-    if abs(lat) > MAX_ABS_LAT_DEG:
-        raise InvalidFenceError(
-            f"{field} must be within -{MAX_ABS_LAT_DEG:g}..{MAX_ABS_LAT_DEG:g} "
-            f"(fences nearer the poles are not supported), got {value}",
-            field=field,
-            value=value,
-        )
-
-
-def _check_longitude(lon: float, field: str, value: object) -> None:
-    if not -180.0 <= lon <= 180.0:
-        raise InvalidFenceError(
-            f"{field} must be within -180..180, got {value}", field=field, value=value
-        )
-
-
-def _parse_polygon(geojson: object, field: str) -> list[list[tuple[float, float]]]:
-    """Check a GeoJSON Polygon's structure and return its rings as (lon, lat)."""
-    if not isinstance(geojson, Mapping):
-        raise InvalidFenceError(
-            f"{field} must be a GeoJSON Polygon object, got {type(geojson).__name__}",
-            field=field,
-            value=geojson,
-        )
-    if geojson.get("type") != "Polygon":
-        raise InvalidFenceError(
-            f"{field}.type must be 'Polygon', got {geojson.get('type')!r}",
-            field=f"{field}.type",
-            value=geojson.get("type"),
-        )
-    coordinates = geojson.get("coordinates")
-    if not _is_sequence(coordinates) or len(coordinates) == 0:
-        raise InvalidFenceError(
-            f"{field}.coordinates must be a non-empty list of rings, "
-            f"got {coordinates!r}",
-            field=f"{field}.coordinates",
-            value=coordinates,
-        )
-    vertex_count = sum(len(ring) for ring in coordinates if _is_sequence(ring))
-    if vertex_count > MAX_POLYGON_VERTICES:
-        raise FenceTooLargeError(
-            f"{field}.coordinates has {vertex_count} positions; "
-            f"the limit is {MAX_POLYGON_VERTICES}",
-            field=f"{field}.coordinates",
-            value=vertex_count,
-            limit=MAX_POLYGON_VERTICES,
-        )
-    return [
-        _parse_ring(ring, f"{field}.coordinates[{i}]")
-        for i, ring in enumerate(coordinates)
-    ]
-
-
-def _parse_ring(ring: object, field: str) -> list[tuple[float, float]]:
-    if not _is_sequence(ring):
-        raise InvalidFenceError(
-            f"{field} must be a list of [lon, lat] positions, got {ring!r}",
-            field=field,
-            value=ring,
-        )
-    positions = []
-    for i, position in enumerate(ring):
-        if not _is_sequence(position) or len(position) not in (2, 3):
-            raise InvalidFenceError(
-                f"{field}[{i}] must be a [lon, lat] position, got {position!r}",
-                field=f"{field}[{i}]",
-                value=position,
-            )
-        lon = _check_number(position[0], f"{field}[{i}][0]")
-        lat = _check_number(position[1], f"{field}[{i}][1]")
-        _check_longitude(lon, f"{field}[{i}][0]", position[0])
-        if not -90.0 <= lat <= 90.0:
-            raise InvalidFenceError(
-                f"{field}[{i}][1] must be within -90..90, got {position[1]}",
-                field=f"{field}[{i}][1]",
-                value=position[1],
-            )
-        positions.append((lon, lat))
-    if len(positions) < 4:
-        raise InvalidFenceError(
-            f"{field} ring must have at least 4 positions, got {len(positions)}",
-            field=field,
-            value=ring,
-        )
-    first, last = positions[0], positions[-1]
-    if (canonical_lon(first[0]), first[1]) != (canonical_lon(last[0]), last[1]):
-        raise InvalidFenceError(
-            f"{field} ring must be closed (last position equal to the first), "
-            f"got first {list(first)} and last {list(last)}",
-            field=field,
-            value=ring,
-        )
-    return positions
-
-
-def _is_sequence(value: object) -> TypeGuard[Sequence[Any]]:
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
-
-
-def _unwrap_ring(ring: list[tuple[float, float]], field: str) -> list[float]:
-    """Return the ring's longitudes made continuous across the 180th meridian.
-
-    Each step between consecutive vertices is taken the short way, so
-    179.99 followed by -179.99 becomes 179.99, 180.01.
-    """
-    turns = 0
-    previous = canonical_lon(ring[0][0])
-    lons = [previous]
-    for i, (raw_lon, _) in enumerate(ring[1:], 1):
-        lon = canonical_lon(raw_lon)
-        step_deg = lon - previous
-        if abs(step_deg) == 180.0:
-            raise FenceTooLargeError(
-                f"{field} edge from {list(ring[i - 1])} to {list(ring[i])} spans 180.0 "
-                "degrees of longitude, so its direction is ambiguous; split the "
-                "polygon or use a smaller site",
-                field=field,
-                value=[list(ring[i - 1]), list(ring[i])],
-                limit=180.0,
-            )
-        if step_deg > 180.0:
-            turns -= 1
-        elif step_deg < -180.0:
-            turns += 1
-        lons.append(lon + 360.0 * turns)
-        previous = lon
-    if turns != 0:
-        raise InvalidFenceError(
-            f"{field} ring goes all the way around a pole; "
-            "split it or use a smaller site",
-            field=field,
-            value=[list(position) for position in ring],
-        )
-    return lons
-
-
 def _fold_lon(lon_deg: float) -> float:
     return canonical_lon(wrap_lon_delta(lon_deg))
 
@@ -703,40 +512,10 @@ def _project_ring(
     return np.column_stack([x_m, y_m])
 
 
-def _check_extent(shell_xy: FloatArray, field: str) -> None:
-    extent_m = float(max(np.ptp(shell_xy[:, 0]), np.ptp(shell_xy[:, 1])))
-    if extent_m > MAX_FENCE_EXTENT_M:
-        raise FenceTooLargeError(
-            f"{field}.coordinates polygon is {extent_m / 1000:.1f} km across; "
-            f"the limit is {MAX_FENCE_EXTENT_M / 1000:g} km, so use a smaller site",
-            field=f"{field}.coordinates",
-            value=extent_m,
-            limit=MAX_FENCE_EXTENT_M,
-        )
-
-
-def _check_polygon(polygon: shapely.Polygon, field: str) -> None:
-    if not shapely.is_valid(polygon):
-        reason = shapely.is_valid_reason(polygon)
-        raise InvalidFenceError(
-            f"{field}.coordinates polygon is invalid ({reason}); rings must not "
-            "cross themselves or each other, and holes must lie inside the exterior",
-            field=f"{field}.coordinates",
-            value=reason,
-        )
-    if polygon.area < MIN_SITE_AREA_M2:
-        raise InvalidFenceError(
-            f"{field}.coordinates polygon area must be at least "
-            f"{MIN_SITE_AREA_M2:.1f} m2, got {polygon.area:.1f} m2",
-            field=f"{field}.coordinates",
-            value=float(polygon.area),
-        )
-
-
 def _auto_cover_res(shape: PolygonShape) -> int:
     target_edge_m = math.sqrt(shape.area_m2) / AUTO_CELLS_ACROSS
     for res in range(MIN_COVER_RES, 16):
-        if _EDGE_LENGTH_M_BY_RES[res] <= target_edge_m:
+        if EDGE_LENGTH_M_BY_RES[res] <= target_edge_m:
             return res
     return 15
 

@@ -9,15 +9,11 @@ import numpy as np
 import pytest
 import shapely
 
-from geofence.cover import (
-    CellClass,
-    FenceIndex,
-    build_cover,
-    disk_by_rings,
-    ring_cells,
-)
+from geofence.cover import CellClass, build_cover
 from geofence.errors import InvalidArgumentError, UnknownFenceError
 from geofence.fences import Fence, circle_fence, polygon_fence
+from geofence.index import FenceIndex
+from geofence.rings import disk_by_rings, ring_cells
 
 
 def exact_matches(

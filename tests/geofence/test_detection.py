@@ -13,7 +13,6 @@ from h3.api import basic_int as h3_int
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geofence.cover import FenceIndex
 from geofence.detection import (
     Arrived,
     DetectionConfig,
@@ -26,6 +25,7 @@ from geofence.detection import (
 )
 from geofence.errors import InvalidConfigError, InvalidStateError
 from geofence.fences import Fence, circle_fence
+from geofence.index import FenceIndex
 
 T0 = 1793606400.0
 FIXTURE_CHECKS = [HealthCheck.function_scoped_fixture]

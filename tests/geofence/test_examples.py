@@ -8,10 +8,11 @@ import importlib
 import pytest
 
 MODULES = [
-    "geofence.cover",
     "geofence.detection",
     "geofence.fences",
+    "geofence.index",
     "geofence.projection",
+    "geofence.rings",
     "geofence.shapes",
 ]
 

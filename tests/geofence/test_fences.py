@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 import geofence.cover
 from geofence.errors import FenceTooLargeError, GeofenceError, InvalidFenceError
 from geofence.fences import (
-    MAX_FENCE_EXTENT_M,
     Fence,
     FenceKind,
     Zone,
@@ -22,6 +21,7 @@ from geofence.fences import (
     fence_from_site,
     polygon_fence,
 )
+from geofence.validation import MAX_FENCE_EXTENT_M
 
 
 def polygon(ring: list[list[float]], *holes: list[list[float]]) -> dict[str, Any]:
@@ -525,5 +525,5 @@ def test_fence_from_site_builds_polygon() -> None:
 
 
 def test_fence_from_site_names_missing_keys() -> None:
-    with pytest.raises(InvalidFenceError, match="but radius_m is missing"):
+    with pytest.raises(InvalidFenceError, match="but it has no radius_m"):
         fence_from_site("j1", {"lat": 60.1711, "lon": 24.9452})
