@@ -157,9 +157,10 @@ class EtaService:
         pipe.rpush(job_key + ":pred", orjson.dumps(prediction))
         pipe.ltrim(job_key + ":pred", -MAX_PREDICTIONS, -1)
         job.eta_s, job.eta_t, job.arrival_window = eta_s, ping.t, awin
-        update = {"type": "job", "job": job.public(), "awin": awin, "route": job.route}
-        pipe.publish(keys.live_channel(org), orjson.dumps(update))
         await pipe.execute()
+        # A cluster pipeline can't carry PUBLISH, so it goes on its own.
+        update = {"type": "job", "job": job.public(), "awin": awin, "route": job.route}
+        await self.client.publish(keys.live_channel(org), orjson.dumps(update))
         return EtaUpdate(eta_s, window.earliest_t, window.latest_t, window.confidence)
 
     async def record_arrival(self, org: str, job: Job, arrival_t: float) -> None:
