@@ -22,9 +22,10 @@ nor resets one. The states and transitions::
     EXITING  --INSIDE-->   ON_SITE       a trip to the van and back
     EXITING  --OUTSIDE-->  DEPARTED      once the exit has min_outside_fixes
                                          outside fixes spanning
-                                         departure_grace_s, and the visit
-                                         lasted min_on_site_s; emits Departed
-                                         stamped with the exit's first fix
+                                         departure_grace_s, and at least
+                                         min_on_site_s passed from arrival to
+                                         the exit's first fix; emits Departed
+                                         stamped with that first fix
     EXITING  --OUTSIDE-->  OUTSIDE       the same, but a visit too short to
                                          complete; a later return goes back
                                          ON_SITE with no second Arrived
