@@ -24,11 +24,12 @@ from geofence.types import FenceId, FloatArray, IntArray
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INDEX_RES = 9
-"""Default H3 resolution of a ``FenceIndex``: cells of about 0.1 km2 with
-edges of about 200 m, so a job-sized fence touches a handful of cells. For
-many small fences packed close together, queries run faster at 10 or 11
-(see the "Geofence" section of ``benchmarks/RESULTS.md``)."""
+DEFAULT_INDEX_RES = 10
+"""Default H3 resolution of a ``FenceIndex``: cells of about 0.015 km2 with
+edges of about 75 m, close to the size of a job's fence (30-300 m across),
+so most points meet one or two candidate fences. At resolution 9 a point
+meets about six and the vectorized check runs about a fifth slower (see
+the "Geofence" section of ``benchmarks/RESULTS.md``)."""
 
 
 class FenceMatches(NamedTuple):
