@@ -66,7 +66,7 @@ def _start_server(settings: Settings, redis_url: str, port: int) -> subprocess.P
             pass
         time.sleep(0.1)
     process.terminate()
-    raise RuntimeError(f"the server did not answer on {base_url} within {SERVER_START_TIMEOUT_S:.0f} s")
+    raise RuntimeError(f"the server did not respond on {base_url} within {SERVER_START_TIMEOUT_S:.0f} s")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

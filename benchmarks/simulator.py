@@ -53,7 +53,7 @@ SLOWDOWN_RANGE = (0.75, 1.0)
 
 @dataclass
 class SimulatorConfig:
-    """What to simulate; times in seconds, distances in metres."""
+    """Simulation settings; times in seconds, distances in metres."""
 
     base_url: str
     api_key: str
@@ -180,9 +180,9 @@ class RoutePlanner:
 def noisy_fix(rng: random.Random, t: float, lat: float, lon: float, speed: float, heading: float) -> dict[str, Any]:
     """Return a ping whose position error matches its reported accuracy.
 
-    ``acc`` is read as the radius holding about 68 % of fixes, as Android
+    ``acc`` is read as the radius containing about 68 % of fixes, as Android
     reports it, so each axis gets Gaussian noise with sigma ``acc / 1.5``
-    (the radius of a 2-D Gaussian holds 68 % at about 1.5 sigma).
+    (a 2-D Gaussian has 68 % of its mass within about 1.5 sigma).
     """
     acc = rng.uniform(*ACCURACY_RANGE_M)
     sigma_m = acc / 1.5

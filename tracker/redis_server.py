@@ -6,7 +6,7 @@ Unix socket in the data directory, keeps an append-only file there and is
 stopped when the owner exits. On Linux the child also gets a parent-death
 signal, so a SIGKILLed parent takes its server down with it; on other
 systems the next start finds the leftover server through its pid file and
-reuses it when it answers, or stops it when it doesn't.
+reuses it when it responds, or stops it when it does not.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class EmbeddedRedis:
             else:
                 logger.warning("reusing leftover redis-server pid %d on %s", pid, self.url)
             return True
-        logger.warning("stopping leftover redis-server pid %d that does not answer", pid)
+        logger.warning("stopping leftover redis-server pid %d that does not respond", pid)
         self._signal_and_wait(pid)
         return False
 
@@ -259,6 +259,6 @@ class EmbeddedRedis:
             time.sleep(0.02)
         self.kill()
         raise RedisUnavailableError(
-            f"redis-server did not answer on {self.socket_path} within "
+            f"redis-server did not respond on {self.socket_path} within "
             f"{START_TIMEOUT_S:.0f} s"
         )
