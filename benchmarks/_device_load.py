@@ -1,11 +1,11 @@
 """Device WebSocket load for the ingest benchmark, run in worker processes.
 
 Each worker process opens a share of the device connections and runs the
-phases that the parent sends it over a pipe. A phase either paces single
-frames at a fixed rate (open loop: a frame's latency counts from the time
-it was due, so a slow server cannot hide its backlog), or keeps one frame
-in flight per connection and sends the next as soon as the ack arrives
-(closed loop, "as fast as acks come back").
+phases that the parent sends it over a pipe. A paced phase sends single
+frames at a fixed rate, open loop: a frame's latency counts from the time
+it was due, so a slow server cannot hide its backlog. A closed-loop phase
+keeps one frame in flight per connection and sends the next as soon as the
+ack arrives ("as fast as acks come back").
 
 Every device moves along its own line at about 11 m/s in fix time, so its
 pings pass the jump filter, cross H3 cells now and then, and never repeat

@@ -76,17 +76,25 @@ SECTION_INTRO = (
     "Unix socket with append-only persistence, and device WebSockets opened "
     "by separate load-generator processes on the same machine over "
     "127.0.0.1. `paced` sends single-ping frames at a fixed total rate and "
-    "times each ack from when its frame was due; `single` and `batch` keep "
+    "times each ack from when its frame was due. `single` and `batch` keep "
     "one frame in flight per connection. CPU figures are seconds of CPU "
-    "time per 10,000 accepted pings. GEOADD/s is `redis-benchmark -P 64 "
-    "-n 200000` on the same Redis, and the ratio column divides accepted "
-    "pings/s by it, so rows from different machines compare."
+    "time per 10,000 accepted pings. The cores column splits the machine "
+    "between the server, Redis, the load generator and other processes, "
+    "which compete for the same cores. GEOADD/s is `redis-benchmark -P 64 "
+    "-n 200000` on the same Redis, and the last column divides accepted "
+    "pings/s by it, so rows from different machines compare.\n\n"
+    "Memory is measured after every device has sent one ping: latest state "
+    "is MEMORY USAGE of the `{org}:dev:{id}` hash, index is the device's "
+    "share of `{org}:cells` and `{org}:heat`. The used_memory delta also "
+    "contains the first history entry and Redis's own buffers, and history "
+    "is MEMORY USAGE of sampled `{org}:hist:{id}` keys per stored ping."
 )
 THROUGHPUT_TITLE = "Throughput and ack latency"
 THROUGHPUT_COLUMNS = (
     "date", "machine", "command", "phase", "connections", "accepted pings/s",
-    "ack p50 ms", "ack p99 ms", "server CPU s / 10k pings",
-    "Redis CPU s / 10k pings", "client cores used", "GEOADD/s", "pings/s ÷ GEOADD/s",
+    "ack p50 ms", "ack p99 ms", "server CPU s / 10k pings", "Redis CPU s / 10k pings",
+    "cores: server / Redis / client (processes) / other", "GEOADD/s",
+    "pings/s ÷ GEOADD/s",
 )  # fmt: skip
 MEMORY_TITLE = "Redis memory per device"
 MEMORY_COLUMNS = (
@@ -403,6 +411,7 @@ def run(
     redis_url: str | None = None,
     phases: Sequence[str] = PHASES,
     seed: int | None = None,
+    redis_config: Sequence[tuple[str, str]] = (),
 ) -> list[dict[str, Any]]:
     """Run the ingest benchmark and return one result dict per phase, then memory.
 
@@ -424,6 +433,10 @@ def run(
         Phases to run, from ``PHASES``.
     seed
         Seed of the device start points; random when None, and logged.
+    redis_config
+        ``(name, value)`` pairs applied with CONFIG SET before the run, for
+        example ``("hash-max-ziplist-value", "128")`` to measure memory with
+        a setting an operator might choose.
     """
     seed = seed if seed is not None else secrets.randbelow(2**31)
     logger.info("device placement seed %d", seed)
@@ -434,6 +447,9 @@ def run(
         base_url, server = stack.enter_context(server_process(target.url, work_dir))
         client = redis.Redis.from_url(target.url)
         stack.callback(client.close)
+        for name, value in redis_config:
+            client.config_set(name, value)
+            logger.info("redis config %s set to %s", name, value)
 
         org, tokens = asyncio.run(create_fleet(target.url, base_url, contractors))
         logger.info("created organisation %s with %d contractors", org, contractors)
@@ -546,19 +562,25 @@ def record_results(results: Sequence[dict[str, Any]], command: str, path: Path) 
             ))  # fmt: skip
             continue
         geoadd, ratio = result["geoadd_per_s"], result["ratio_to_geoadd"]
+        cores = (
+            f"{result['server_cores_used']:.2f} / {result['redis_cores_used']:.2f} / "
+            f"{result['client_cores_used']:.2f} ({result['client_processes']}) / "
+            f"{result['other_cores_used']:.2f}"
+        )
         throughput_rows.append((
             date, machine, f"`{command}`", result["phase"], result["connections"],
             f"{result['accepted_pings_per_s']:.0f}",
             f"{result['ack_p50_ms']:.1f}", f"{result['ack_p99_ms']:.1f}",
             f"{result['server_cpu_s_per_10k']:.2f}", f"{result['redis_cpu_s_per_10k']:.2f}",
-            f"{result['client_cores_used']:.2f} ({result['client_processes']} processes)",
-            "not run" if geoadd is None else f"{geoadd:.0f}",
+            cores, "not run" if geoadd is None else f"{geoadd:.0f}",
             "" if ratio is None else f"{ratio:.3f}",
         ))  # fmt: skip
 
     def rewrite(body: str) -> str:
-        if not body.strip():
-            body = SECTION_INTRO
+        # The introduction is rewritten every time; the tables keep their rows.
+        first_table = re.search(r"^### ", body, flags=re.MULTILINE)
+        tables = body[first_table.start() :] if first_table else ""
+        body = SECTION_INTRO + "\n\n" + tables if tables else SECTION_INTRO
         body = _common.append_table_rows(body, THROUGHPUT_TITLE, THROUGHPUT_COLUMNS, throughput_rows)
         return _common.append_table_rows(body, MEMORY_TITLE, MEMORY_COLUMNS, memory_rows)
 
@@ -582,11 +604,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated phases to run (default {','.join(PHASES)})")
     parser.add_argument("--redis-url", help="existing Redis (default: an embedded one)")
     parser.add_argument("--seed", type=int, help="seed of the device start points")
+    parser.add_argument("--redis-config", action="append", default=[], metavar="NAME=VALUE",
+                        help="CONFIG SET on the Redis before the run; repeatable")
     parser.add_argument("--results", type=Path, default=_common.RESULTS_PATH,
                         help="results page to append to (default benchmarks/RESULTS.md)")
     parser.add_argument("--no-record", action="store_true",
                         help="print the figures without appending them to the results page")
     return parser  # fmt: skip
+
+
+def _measured(arguments: Sequence[str]) -> list[str]:
+    """Return the arguments without ``--results``, which changes no figure."""
+    kept: list[str] = []
+    skip_value = False
+    for argument in arguments:
+        if skip_value:
+            skip_value = False
+        elif argument == "--results":
+            skip_value = True
+        elif not argument.startswith("--results="):
+            kept.append(argument)
+    return kept
+
+
+def _config_pair(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise SystemExit(f"--redis-config must be NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -604,11 +649,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url=args.redis_url,
         phases=[name.strip() for name in args.phases.split(",") if name.strip()],
         seed=args.seed,
+        redis_config=[_config_pair(text) for text in args.redis_config],
     )
     print(f"machine: {_common.machine_description()}")
     print_results(results)
     if not args.no_record:
-        record_results(results, _common.command_line(MODULE, arguments), args.results)
+        record_results(results, _common.command_line(MODULE, _measured(arguments)), args.results)
         print(f"appended to {args.results}")
     return 0
 
