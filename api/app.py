@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,11 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from api import devices, jobs, live
 from api.auth import require_org, runtime_of
 from api.runtime import Runtime
 from tracker import orgs
+from tracker.redis_server import die_with_parent
 from tracker.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -63,12 +67,25 @@ async def stop_services(runtime: Runtime) -> None:
             await service.stop()
 
 
+def _follow_parent() -> None:
+    # uvicorn's worker processes outlive a SIGKILLed supervisor and keep the
+    # port, so each worker asks to be stopped with it.
+    parent = os.environ.get("ENROUTE_SUPERVISOR_PID")
+    if not parent or int(parent) == os.getpid():
+        return
+    die_with_parent()
+    if os.getppid() != int(parent):
+        logger.error("supervisor pid %s is gone; stopping this worker", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; settings come from ``ENROUTE_*`` variables when not given."""
     settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _follow_parent()
         runtime = Runtime.create(settings)
         app.state.runtime = runtime
         for hook in app.state.startup_hooks:
@@ -102,9 +119,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "; ".join(messages)}, status_code=422)
 
     @app.get("/healthz")
-    async def healthz(request: Request) -> dict[str, str]:
-        await runtime_of(request).redis.ping()
-        return {"status": "ok"}
+    async def healthz(request: Request) -> Response:
+        try:
+            await runtime_of(request).redis.ping()
+        except (RedisError, OSError) as error:
+            logger.warning("health check failed: redis unreachable: %s", error)
+            return JSONResponse({"status": "unavailable", "redis": str(error)}, 503)
+        return JSONResponse({"status": "ok"})
 
     @app.post("/v1/contractors", status_code=201)
     async def create_contractor(

@@ -42,6 +42,7 @@ def redis_for(settings: Settings) -> Iterator[str]:
         return
     server = EmbeddedRedis(settings.data_dir)
     url = server.start()
+    server.supervise()
     try:
         yield url
     finally:
@@ -84,6 +85,7 @@ def run_server(settings: Settings, redis_url: str) -> None:
     os.environ["ENROUTE_REDIS_URL"] = redis_url
     os.environ["ENROUTE_HOST"] = settings.host
     os.environ["ENROUTE_PORT"] = str(settings.port)
+    os.environ["ENROUTE_SUPERVISOR_PID"] = str(os.getpid())
     if settings.graph:
         os.environ["ENROUTE_GRAPH"] = settings.graph
     uvicorn.run(

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,9 +69,12 @@ def _socket_path(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"enroute-{digest}.sock"
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask Linux to send SIGTERM
-    # when the parent dies, so a SIGKILLed parent leaves no orphan.
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies.
+
+    Called in a child between fork and exec, or early in a worker process,
+    so a SIGKILLed parent leaves no orphan; it does nothing elsewhere.
+    """
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -114,6 +118,9 @@ class EmbeddedRedis:
         self._process: subprocess.Popen[bytes] | None = None
         self._adopted_pid: int | None = None
         self._shared = False
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.restarts = 0
 
     @property
     def url(self) -> str:
@@ -154,11 +161,50 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, no locks
         )
         self._wait_until_ready()
         logger.info("embedded redis-server pid %d ready on %s", self.pid, self.url)
         return self.url
+
+    def supervise(self, poll_s: float = 0.5) -> None:
+        """Restart the server in a background thread whenever it dies.
+
+        The server keeps its socket and append-only file, so clients
+        reconnect to the same data; :meth:`stop` ends the supervision.
+        """
+        if self._supervisor is not None:
+            return
+        self._stopping.clear()
+        self._supervisor = threading.Thread(
+            target=self._watch, args=(poll_s,), name="redis-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def _watch(self, poll_s: float) -> None:
+        delay_s = 0.5
+        while not self._stopping.wait(poll_s):
+            pid = self.pid
+            if pid is not None and _pid_alive(pid) and not self._exited():
+                delay_s = 0.5
+                continue
+            if self._shared:
+                return  # another process owns that server
+            logger.error(
+                "embedded redis-server pid %s died; restarting it in %.1f s", pid, delay_s
+            )
+            if self._stopping.wait(delay_s):
+                return
+            self._process, self._adopted_pid = None, None
+            try:
+                self.start()
+                self.restarts += 1
+            except RedisUnavailableError as error:
+                logger.error("embedded redis-server failed to restart: %s", error)
+                delay_s = min(delay_s * 2, 10.0)
+
+    def _exited(self) -> bool:
+        return self._process is not None and self._process.poll() is not None
 
     def stop(self) -> None:
         """Stop the server gracefully so the append-only file is complete.
@@ -167,6 +213,10 @@ class EmbeddedRedis:
         (an ``enroute serve`` running with the same data directory) is left
         running for its owner.
         """
+        self._stopping.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=STOP_TIMEOUT_S)
+        self._supervisor = None
         pid = self.pid
         if pid is None:
             return

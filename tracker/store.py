@@ -69,6 +69,12 @@ class StoreUnavailableError(RuntimeError):
     """Redis did not accept a write within the retry deadline."""
 
 
+# Connections per process (per node on a cluster), and how long a request
+# waits for one when all are busy.
+MAX_CONNECTIONS = 128
+POOL_TIMEOUT_S = 20.0
+
+
 def connect(url: str) -> RedisClient:
     """Return an asyncio client for ``url``; a cluster URL gets the cluster client.
 
@@ -78,8 +84,19 @@ def connect(url: str) -> RedisClient:
     is_cluster = "cluster=true" in url or url.startswith(("redis+cluster", "rediss+cluster"))
     if is_cluster:
         plain = url.replace("+cluster", "").replace("cluster=true", "").rstrip("?&")
-        return RedisCluster.from_url(plain, decode_responses=False)
-    return aioredis.from_url(url, decode_responses=False, health_check_interval=10)
+        return RedisCluster.from_url(
+            plain, decode_responses=False, max_connections=MAX_CONNECTIONS
+        )
+    # A burst of requests beyond the pool waits for a free connection
+    # instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_TIMEOUT_S,
+        health_check_interval=10,
+        decode_responses=False,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def load_script(name: str) -> str:
@@ -89,7 +106,7 @@ def load_script(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StoreResult:
-    """What the ingest script did with one frame's pings of one device."""
+    """Outcome of the ingest script for one frame of one device."""
 
     statuses: str  # one letter per ping, see ingest.lua
     open_jobs: list[str]
