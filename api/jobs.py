@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 MAX_VISITS = 20
+# Bounds on appointment windows; anything outside is a typo or a unit error.
+MAX_WINDOW_AGE_S = 30 * 86400.0
+MAX_WINDOW_AHEAD_S = 400 * 86400.0
+MAX_WINDOW_LENGTH_S = 31 * 86400.0
 
 
 class WindowIn(BaseModel):
@@ -64,7 +68,7 @@ class WebhookIn(BaseModel):
     """Body of ``POST /v1/webhooks``."""
 
     url: str = Field(min_length=1, max_length=2000)
-    events: list[str] = Field(default_factory=lambda: ["*"])
+    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
 
 
 def _json(body: Any, status_code: int = 200) -> Response:
@@ -89,6 +93,16 @@ def _visits(body: JobIn) -> list[Visit]:
         if end_t <= start_t:
             raise ValueError(
                 f"{prefix}.end must be after {prefix}.start, got {window.start} .. {window.end}"
+            )
+        now = time.time()
+        if not now - MAX_WINDOW_AGE_S <= start_t <= now + MAX_WINDOW_AHEAD_S:
+            raise ValueError(
+                f"{prefix}.start must lie within 30 days before and 400 days after now, "
+                f"got {window.start}"
+            )
+        if end_t - start_t > MAX_WINDOW_LENGTH_S:
+            raise ValueError(
+                f"{prefix} must be at most 31 days long, got {window.start} .. {window.end}"
             )
         visits.append(Visit(start_t, end_t))
     return visits
@@ -124,6 +138,9 @@ async def list_jobs(
 ) -> Response:
     runtime = runtime_of(request)
     lifecycle = lifecycle_of(request)
+    allowed = {"open", "all", *(s.value for s in JobStatus)}
+    if status not in allowed:
+        raise HTTPException(422, f"status must be one of {', '.join(sorted(allowed))}, got {status!r}")
     if status == "open":
         ids = sorted(member.decode() for member in await runtime.redis.smembers(keys.open_jobs(org)))
     else:

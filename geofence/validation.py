@@ -61,7 +61,10 @@ def check_number(value: object, field: str) -> float:
         raise InvalidFenceError(
             f"{field} must be a number, got {value!r}", field=field, value=value
         )
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
     if not math.isfinite(number):
         raise InvalidFenceError(
             f"{field} must be a finite number, got {number}", field=field, value=value

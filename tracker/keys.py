@@ -18,10 +18,11 @@ key                             type    contents
 ``{org}:jobs:open``             set     ids of jobs not yet closed
 ``{org}:events``                stream  every job event of the organisation
 ``{org}:webhooks``              hash    webhook id -> JSON subscription
-``{org}:share:{token hash}``    string  job id of a tracking link, with expiry
 ``{org}:live``                  pubsub  positions and job events
 ``enroute:apikey:{hash}``       string  organisation of an API key
 ``enroute:device:{hash}``       string  organisation and contractor of a token
+``enroute:share:{hash}``        string  organisation, job and expiry of a link
+``enroute:webhook-orgs``        set     organisations with webhooks
 ``enroute:orgs``                set     organisation ids
 ==============================  ======  =========================================
 
@@ -143,10 +144,6 @@ def webhooks(org: str) -> str:
 
 def webhook_log(org: str) -> str:
     return f"{{{org}}}:webhooks:log"
-
-
-def share(org: str, token_hash: str) -> str:
-    return f"{{{org}}}:share:{token_hash}"
 
 
 def live_channel(org: str) -> str:

@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 
 import orjson
@@ -51,7 +52,8 @@ def new_secret(prefix: str) -> str:
 
 def slugify(name: str) -> str:
     """Derive an organisation id from its name: lower case, digits and '-'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40].strip("-")
     if not slug:
         raise ValueError(f"name must contain a letter or digit, got {name!r}")
     return slug

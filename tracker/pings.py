@@ -108,8 +108,13 @@ class TimeRules:
     history_s: float = 7 * 86400.0
 
 
+MAX_ECHOED_CHARS = 40
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, str):
+        if len(value) > MAX_ECHOED_CHARS:
+            return f"{value[:MAX_ECHOED_CHARS]!r}... (a string of {len(value)} characters)"
         return f"{value!r} (a string)"
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
@@ -130,7 +135,13 @@ def _number(ping: dict[str, Any], name: str, required: bool) -> float | None:
             raise ValueError(f"{name} is missing")
         return None
     if type(value) is float or type(value) is int:  # bool is not a number here
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            digits = len(str(abs(value)))
+            raise ValueError(
+                f"{name} must be a finite number, got an integer of {digits} digits"
+            ) from None
         if math.isfinite(number):
             return number
         raise ValueError(f"{name} must be a finite number, got {number}")

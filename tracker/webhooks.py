@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import socket
@@ -65,7 +66,45 @@ def check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"url must be an absolute http or https URL, got {url!r}")
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return url  # a host name, checked when it is resolved for delivery
+    blocked = blocked_reason(literal)
+    if blocked:
+        raise WebhookTargetError(f"url must not point at {blocked}, got {url!r}")
     return url
+
+
+class WebhookTargetError(ValueError):
+    """A webhook URL points at an address that enroute never posts to."""
+
+
+def blocked_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Return why webhooks may not reach ``address``, or None when they may.
+
+    Link-local addresses (which include cloud metadata services such as
+    169.254.169.254), multicast, unspecified and reserved addresses are
+    never targets. Loopback and private addresses are allowed, since a
+    self-hosted receiver often lives on the same network.
+    """
+    if address.is_link_local:
+        return "a link-local address (such as a cloud metadata service)"
+    if address.is_multicast or address.is_unspecified or address.is_reserved:
+        return "a multicast, unspecified or reserved address"
+    return None
+
+
+async def check_target(url: str) -> None:
+    """Resolve the URL's host and raise WebhookTargetError for a blocked address."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        reason = blocked_reason(address)
+        if reason:
+            raise WebhookTargetError(f"{parts.hostname} resolves to {reason}")
 
 
 class Webhooks:
@@ -205,9 +244,10 @@ class Webhooks:
         assert self._http is not None
         async with self._limit:
             try:
+                await check_target(hook["url"])
                 response = await self._http.post(hook["url"], content=body, headers=headers)
                 status_code = response.status_code
-            except httpx.HTTPError as error:
+            except (httpx.HTTPError, OSError, WebhookTargetError) as error:
                 error_text = f"{type(error).__name__}: {error}"
         ok = status_code is not None and 200 <= status_code < 300
         log_entry = {

@@ -51,7 +51,7 @@ async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> No
     env.pop("ENROUTE_REDIS_URL", None)
     command = [
         sys.executable, "-m", "api.cli", "--log-level", "warning", "demo",
-        "--port", str(port), "--duration", "60", "--contractors", "3", "--jobs", "3",
+        "--port", str(port), "--duration", "75", "--contractors", "4", "--jobs", "3",
         "--service-s", "15", "--min-trip-s", "10", "--max-trip-s", "30",
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
@@ -60,16 +60,19 @@ async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> No
     )  # fmt: skip
     assert process.stdout is not None
     lines: list[str] = []
-    link = None
-    while link is None:
+    links: list[str] = []
+    while len(links) < 2:
         raw = await asyncio.wait_for(process.stdout.readline(), 120)
-        assert raw, "demo ended before printing a tracking link"
+        assert raw, "demo ended before printing the tracking links"
         lines.append(raw.decode())
-        match = re.search(r"demo-c1-j1: (http://\S+)", lines[-1])
+        match = re.search(r"demo-c[12]-j1: (http://\S+)", lines[-1])
         if match:
-            link = match.group(1)
-    token = link.rsplit("/", 1)[1]
-    updates = await watch(f"ws://127.0.0.1:{port}/v1/track/{token}/ws", 40)
+            links.append(match.group(1))
+    # Each contractor's first job is en route from the start.
+    watched = await asyncio.gather(
+        *(watch(f"ws://127.0.0.1:{port}/v1/track/{link.rsplit('/', 1)[1]}/ws", 45) for link in links)
+    )
+    updates = [update for updates in watched for update in updates]
     rest, _ = await asyncio.wait_for(process.communicate(), 120)
     output = "".join(lines) + rest.decode()
 

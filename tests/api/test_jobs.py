@@ -103,6 +103,8 @@ def test_job_polygon_site_accepted(api: Api) -> None:
         ({"window": {"start": "2026-01-01T10:00:00", "end": "2026-01-01T11:00:00"}}, "UTC offset"),
         ({"window": {"start": "tomorrow", "end": "2026-01-01T11:00:00+00:00"}}, "ISO 8601"),
         ({"contractor_id": "nobody"}, "contractor_id 'nobody' not found"),
+        ({"window": {"start": "0001-01-01T10:00:00+00:00", "end": "0001-01-01T11:00:00+00:00"}}, "window.start must lie within"),
+        ({"site": {"lat": 60.1, "lon": 24.9, "radius_m": 10**400}}, "radius_m must be a finite number"),
         ({"id": "has space"}, "id must be"),
     ],
 )
@@ -120,6 +122,12 @@ def test_job_duplicate_id_409(api: Api) -> None:
     now = time.time()
     assert api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600)).status_code == 201
     assert api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600)).status_code == 409
+
+
+def test_job_list_bad_status_422(api: Api) -> None:
+    response = api.get("/v1/jobs", status="bogus")
+    assert response.status_code == 422
+    assert "status must be one of" in response.json()["detail"]
 
 
 def test_job_unknown_404(api: Api) -> None:

@@ -135,3 +135,18 @@ def test_webhook_event_filter(api: Api, receiver: Receiver) -> None:
 def test_webhook_invalid_url_422(api: Api) -> None:
     response = api.post("/v1/webhooks", {"url": "file:///etc/passwd"})
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data", "http://[fe80::1]/x", "http://224.0.0.1/x", "http://0.0.0.0/x"],
+)
+def test_check_url_rejects_blocked_addresses(url: str) -> None:
+    with pytest.raises(ValueError, match="url must not point at"):
+        check_url(url)
+
+
+def test_webhook_metadata_address_422(api: Api) -> None:
+    response = api.post("/v1/webhooks", {"url": "http://169.254.169.254/latest"})
+    assert response.status_code == 422
+    assert "link-local" in response.json()["detail"]

@@ -64,6 +64,17 @@ def test_validate_bad_ping_message(ping: object, message: str) -> None:
     assert rejection(ping) == message
 
 
+def test_parse_huge_integer_rejected() -> None:
+    frame = f'{{"t": {NOW}, "lat": 1{"0" * 400}, "lon": 24.9}}'
+    parsed = parse_frame(frame, RULES)
+    assert parsed.rejected[0].error == "lat must be a finite number, got an integer of 401 digits"
+
+
+def test_parse_long_string_echo_truncated() -> None:
+    parsed = parse_frame(orjson.dumps({**GOOD, "lat": "x" * 500_000}), RULES)
+    assert len(parsed.rejected[0].error) < 200
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_parse_nonfinite_token_rejects_ping(token: str) -> None:
     frame = f'{{"t": {NOW}, "lat": {token}, "lon": 24.9}}'
