@@ -329,7 +329,7 @@ class PingWriter:
         self.pipelines_sent = 0
 
     def _head(self, org: str, device_id: str) -> tuple[list[str], str]:
-        """Return the keys, device id and channel of a call, also as RESP bulk strings."""
+        """Return the keys, device id, channel and limits of a call, also as RESP."""
         head = self._heads.get((org, device_id))
         if head is None:
             if len(self._heads) >= MAX_CACHED_DEVICES:
