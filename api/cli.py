@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import sys
@@ -22,7 +21,6 @@ logger = logging.getLogger(__name__)
 
 #: Allocations before a young collection, then young and middle collections
 #: before an older one; see run_server.
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def configure_logging(level: str) -> None:
@@ -72,11 +70,6 @@ def run_server(settings: Settings, redis_url: str) -> None:
     """Run uvicorn with the app factory until interrupted."""
     import uvicorn
 
-    # A server with a thousand connections keeps many long-lived objects, and
-    # every ping allocates a few more: with the default thresholds (700, 10,
-    # 10) the cyclic garbage collector took about a quarter of the CPU time
-    # of the ingest path (python -m benchmarks.ingest, single-ping frames).
-    gc.set_threshold(*GC_THRESHOLDS)
 
     from api.logs import log_config
     from api.websocket_protocol import PROTOCOL_IMPORT_STRING

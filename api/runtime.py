@@ -42,5 +42,6 @@ class Runtime:
         return cls(settings, client, writer, Ingest(writer, settings))
 
     async def close(self) -> None:
-        """Close the Redis connection pool."""
+        """Close the writer's connection and the Redis connection pool."""
+        await self.writer.aclose()
         await self.redis.aclose()

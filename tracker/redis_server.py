@@ -151,6 +151,10 @@ class EmbeddedRedis:
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             "--save", "",
+            # A device's latest-state hash holds its last fix as JSON of
+            # about 80 bytes; above the default 64-byte limit Redis stores
+            # the hash in a hashtable at more than twice the memory.
+            "--hash-max-ziplist-value", "128",
             "--pidfile", str(self.pid_path),
             "--logfile", str(self.data_dir / "redis.log"),
             "--daemonize", "no",
