@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -109,13 +111,16 @@ async def _drive_devices(ws_url: str, tokens: list[str], rate: float, duration_s
             while time.time() < deadline:
                 started = time.time()
                 angle += 0.002
-                fix = {"t": started, "lat": CENTRE[0] + radius * np.cos(angle),
-                       "lon": CENTRE[1] + 2 * radius * np.sin(angle), "acc": 6.0}  # fmt: skip
+                fix = {"t": started, "lat": CENTRE[0] + radius * math.cos(angle),
+                       "lon": CENTRE[1] + 2 * radius * math.sin(angle), "acc": 6.0}  # fmt: skip
                 await connection.send(orjson.dumps(fix).decode())
                 await connection.recv()
                 await asyncio.sleep(max(0.0, period_s - (time.time() - started)))
 
-    await asyncio.gather(*(device(token) for token in tokens), return_exceptions=True)
+    results = await asyncio.gather(*(device(token) for token in tokens), return_exceptions=True)
+    failures = [result for result in results if isinstance(result, Exception)]
+    if failures:
+        print(f"{len(failures)} devices failed, first: {failures[0]!r}", flush=True)
 
 
 def _customer_process(ws_url: str, shares: list[str], warmup_s: float, duration_s: float, pipe: Any) -> None:
@@ -140,7 +145,10 @@ async def _watch(ws_url: str, shares: list[str], warmup_s: float, duration_s: fl
                 if position and received >= start_at:
                     latencies.append(received - position["t"])
 
-    await asyncio.gather(*(customer(token) for token in shares), return_exceptions=True)
+    results = await asyncio.gather(*(customer(token) for token in shares), return_exceptions=True)
+    failures = [result for result in results if isinstance(result, Exception)]
+    if failures:
+        print(f"{len(failures)} customers failed, first: {failures[0]!r}", flush=True)
     return latencies
 
 
@@ -238,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--contractors", type=int, default=100_000, help="positions for the heatmap")
     parser.add_argument("--redis-url", help="external Redis (default: an embedded one)")
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     results = run(args.jobs, args.rate, args.duration, args.contractors, args.redis_url)
     for row in results:
@@ -248,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_record:
         rows = [
             [today(), row["measurement"], row["updates_per_s"], row["p50_ms"], row["p99_ms"],
-             machine_description(), command_line("benchmarks.fanout", argv or [])]
+             machine_description(), command_line("benchmarks.fanout", argv)]
             for row in results
         ]  # fmt: skip
         title = "Ping-to-customer latency and heatmap query time"

@@ -117,8 +117,20 @@ class EtaService:
         self._models[org] = (time.monotonic(), model)
         return model
 
-    async def update(self, org: str, job: Job, ping: Ping) -> EtaUpdate | None:
-        """Refresh the job's ETA and window from a ping; None when off the network."""
+    async def update(
+        self,
+        org: str,
+        job: Job,
+        ping: Ping,
+        smoother_state: bytes | None = None,
+        extra_fields: dict[str, Any] | None = None,
+    ) -> EtaUpdate | None:
+        """Refresh the job's ETA and window from a ping; None when off the network.
+
+        ``smoother_state`` is the job hash's ``smoother`` field when the
+        caller has read it already, and ``extra_fields`` are written to the
+        job hash in the same round trip.
+        """
         tree = self.tree_for(org, job)
         if tree is None:
             return None
@@ -127,7 +139,9 @@ class EtaService:
             return None
         model = await self.model(org)
         job_key = keys.job(org, job.id)
-        raw_smoother = await self.client.hget(job_key, "smoother")
+        raw_smoother = smoother_state
+        if raw_smoother is None:
+            raw_smoother = await self.client.hget(job_key, "smoother")
         smoother = (
             WindowSmoother.from_dict(orjson.loads(raw_smoother)) if raw_smoother else WindowSmoother()
         )
@@ -142,6 +156,7 @@ class EtaService:
             "eta_t": repr(ping.t),
             "awin": orjson.dumps(awin),
             "smoother": orjson.dumps(smoother.to_dict()),
+            **(extra_fields or {}),
         }
         route_key = (org, job.id)
         if ping.t - self._route_t.get(route_key, 0.0) >= ROUTE_REFRESH_S:

@@ -157,9 +157,16 @@ class Lifecycle:
         for job, raw in await self.jobs.get_many(org, result.open_jobs):
             if job.status not in ACTIVE_STATUSES or job.contractor_id != device_id:
                 continue
-            await self._advance(org, job, raw, usable)
+            await self._advance(org, job, raw, usable, result.interval_s)
 
-    async def _advance(self, org: str, job: Job, raw: dict[bytes, bytes], pings: list[Ping]) -> None:
+    async def _advance(
+        self,
+        org: str,
+        job: Job,
+        raw: dict[bytes, bytes],
+        pings: list[Ping],
+        interval_s: float | None = None,
+    ) -> None:
         fence = self.fence_for(org, job)
         state = DetectionState.from_dict(orjson.loads(raw[b"det"])) if raw.get(b"det") else DetectionState()
         last_t = float(raw[b"det_t"]) if raw.get(b"det_t") else None
@@ -176,22 +183,26 @@ class Lifecycle:
             state, found = step(state, fix_of(ping), fence, self.config)
             events.extend((event, ping) for event in found)
         new_last_t = max([p.t for p in pings], default=last_t or 0.0)
-        await self.client.hset(
-            keys.job(org, job.id),
-            mapping={"det": orjson.dumps(state.to_dict()), "det_t": repr(new_last_t)},
-        )
-
-        for event, ping in events:
-            await self._apply(org, job, event, ping)
+        detection = {"det": orjson.dumps(state.to_dict()), "det_t": repr(new_last_t)}
+        if events:
+            # Store the detector before the status changes it caused.
+            await self.client.hset(keys.job(org, job.id), mapping=detection)
+            for event, ping in events:
+                await self._apply(org, job, event, ping)
+            detection = {}
+        stored = False
         if job.status is JobStatus.EN_ROUTE and pings:
-            await self._refresh_eta(org, job, pings[-1])
+            # The detector's state goes out in the same pipeline as the ETA.
+            stored = await self._refresh_eta(org, job, pings[-1], raw.get(b"smoother"), detection)
+        if detection and not stored:
+            await self.client.hset(keys.job(org, job.id), mapping=detection)
         if "stale" in job.flags and pings:
             flags = [flag for flag in job.flags if flag != "stale"]
             await self.jobs.transition(
                 org, job, None, Event("job.stale_cleared", pings[-1].t, "ping", ping_summary(pings[-1])),
                 expected=frozenset({job.status}), flags=flags,
             )
-        await self._advise_interval(org, job)
+        await self._advise_interval(org, job, interval_s)
 
     async def _apply(self, org: str, job: Job, event: Arrived | Departed, ping: Ping) -> None:
         summary = ping_summary(ping)
@@ -220,12 +231,20 @@ class Lifecycle:
         ):
             job.visit += 1
 
-    async def _refresh_eta(self, org: str, job: Job, ping: Ping) -> None:
+    async def _refresh_eta(
+        self,
+        org: str,
+        job: Job,
+        ping: Ping,
+        smoother: bytes | None = None,
+        extra_fields: dict[str, Any] | None = None,
+    ) -> bool:
+        """Refresh the ETA; return whether the job hash was written (with ``extra_fields``)."""
         if ping.acc is not None and ping.acc > MAX_USEFUL_ACCURACY_M:
-            return
-        update = await self.etas.update(org, job, ping)
+            return False
+        update = await self.etas.update(org, job, ping, smoother, extra_fields)
         if update is None:
-            return
+            return False
         late = ping.t + update.eta_s > job.window.end_t
         if late and "late" not in job.flags:
             await self.jobs.transition(
@@ -240,8 +259,9 @@ class Lifecycle:
                 expected=frozenset({JobStatus.EN_ROUTE}),
                 flags=[flag for flag in job.flags if flag != "late"],
             )
+        return True
 
-    async def _advise_interval(self, org: str, job: Job) -> None:
+    async def _advise_interval(self, org: str, job: Job, current_s: float | None) -> None:
         settings = self.settings
         if job.status is JobStatus.ARRIVED or (job.eta_s is not None and job.eta_s < 180):
             interval = settings.interval_near_s
@@ -249,7 +269,8 @@ class Lifecycle:
             interval = settings.interval_moving_s
         else:
             return
-        await self.client.hset(keys.device(org, job.contractor_id), "interval", repr(interval))
+        if interval != current_s:
+            await self.client.hset(keys.device(org, job.contractor_id), "interval", repr(interval))
 
     async def _history_since(self, org: str, device_id: str, since_t: float) -> list[Ping]:
         raw = await self.client.zrangebyscore(keys.history(org, device_id), since_t, "+inf")

@@ -38,6 +38,19 @@ RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 5.0
 
 SendFunction = Callable[[bytes], Awaitable[None]]
+ALL_MESSAGES = "*"
+
+
+def message_route(message: dict[str, Any]) -> str | None:
+    """Return the routing key of a live message: its contractor or its job."""
+    kind = message.get("type")
+    if kind == "position":
+        return "c:" + str(message.get("contractor_id"))
+    if kind == "job":
+        return "j:" + str(message.get("job", {}).get("id"))
+    if kind == "event":
+        return "j:" + str(message.get("event", {}).get("job_id"))
+    return None
 
 
 class ViewerStalledError(Exception):
@@ -82,6 +95,10 @@ class Viewer:
     Subclasses decide what a message means for them in :meth:`offer`.
     """
 
+    #: Routing keys of the messages this viewer wants ("c:<contractor id>",
+    #: "j:<job id>"); ALL_MESSAGES means every message of the organisation.
+    routes: frozenset[str] = frozenset()
+
     def __init__(self, org: str, send: SendFunction) -> None:
         self.org = org
         self.send = send
@@ -112,6 +129,8 @@ class Viewer:
 class FleetViewer(Viewer):
     """A dispatcher: every position and job change of the organisation."""
 
+    routes = frozenset({"*"})
+
     def offer(self, message: dict[str, Any], raw: bytes) -> None:
         kind = message.get("type")
         if kind == "position":
@@ -127,7 +146,9 @@ class LiveHub:
 
     def __init__(self, client: RedisClient) -> None:
         self.client = client
-        self._viewers: dict[str, set[Viewer]] = {}
+        # Organisation -> routing key -> viewers, so a message reaches only
+        # the viewers that want it instead of every viewer of the org.
+        self._viewers: dict[str, dict[str, set[Viewer]]] = {}
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -148,19 +169,26 @@ class LiveHub:
 
     async def add(self, viewer: Viewer) -> None:
         """Register a viewer; subscribe to its organisation if it is the first."""
-        viewers = self._viewers.setdefault(viewer.org, set())
-        viewers.add(viewer)
-        if len(viewers) == 1:
+        routes = self._viewers.setdefault(viewer.org, {})
+        first = not routes
+        for route in viewer.routes:
+            routes.setdefault(route, set()).add(viewer)
+        if first:
             self._changed.set()
             await self._wait_subscribed(viewer.org)
 
     def remove(self, viewer: Viewer) -> None:
         """Unregister a viewer; the subscription ends with the last one."""
-        viewers = self._viewers.get(viewer.org)
-        if viewers is None:
+        routes = self._viewers.get(viewer.org)
+        if routes is None:
             return
-        viewers.discard(viewer)
-        if not viewers:
+        for route in viewer.routes:
+            viewers = routes.get(route)
+            if viewers is not None:
+                viewers.discard(viewer)
+                if not viewers:
+                    del routes[route]
+        if not routes:
             del self._viewers[viewer.org]
             self._changed.set()
 
@@ -220,11 +248,15 @@ class LiveHub:
     def _dispatch(self, channel: bytes, raw: bytes) -> None:
         self.messages_received += 1
         org = channel.decode()[1:].split("}", 1)[0]
-        viewers = self._viewers.get(org)
-        if not viewers:
+        routes = self._viewers.get(org)
+        if not routes:
             return
         message = orjson.loads(raw)
-        for viewer in list(viewers):
+        viewers = list(routes.get(ALL_MESSAGES, ()))
+        route = message_route(message)
+        if route is not None:
+            viewers.extend(routes.get(route, ()))
+        for viewer in viewers:
             try:
                 viewer.offer(message, raw)
             except Exception:

@@ -176,6 +176,7 @@ class TrackViewer(Viewer):
     def __init__(self, org: str, view: TrackView, send: Any) -> None:
         super().__init__(org, send)
         self.view = view
+        self.routes = frozenset({"c:" + view.job.contractor_id, "j:" + view.job.id})
 
     def offer(self, message: dict[str, Any], raw: bytes) -> None:
         view = self.view
