@@ -66,7 +66,7 @@ async def page_config(request: Request) -> Response:
 
 @router.get("/v1/graph/streets")
 async def graph_streets(request: Request) -> Response:
-    """The loaded graph's streets as GeoJSON, drawn when map tiles can't load."""
+    """Return the loaded graph's streets as GeoJSON, drawn when map tiles can't load."""
     runtime = runtime_of(request)
     cached = runtime.services.get("streets_json")
     if cached is None:
@@ -119,7 +119,7 @@ async def _track_view(request: Request | WebSocket, token: str) -> tuple[trackin
 
 @router.get("/v1/track/{token}")
 async def track_snapshot(token: str, request: Request) -> Response:
-    """The customer's view of the job now, as the WebSocket's first update."""
+    """Return the customer's view of the job now, as the WebSocket's first update."""
     try:
         _, view = await _track_view(request, token)
     except tracking.ShareExpiredError as error:
@@ -147,14 +147,19 @@ async def _serve_viewer(
     sender = asyncio.create_task(viewer.run())
     receiver = asyncio.create_task(_drain(websocket))
     waiters: set[asyncio.Task[Any]] = {sender, receiver}
+    expiry = None
     if expires_at is not None:
-        waiters.add(asyncio.create_task(asyncio.sleep(max(0.0, expires_at - time.time()))))
+        expiry = asyncio.create_task(asyncio.sleep(max(0.0, expires_at - time.time())))
+        waiters.add(expiry)
     try:
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if sender in done and isinstance(sender.exception(), ViewerStalledError):
-            logger.warning("closing stalled viewer of org %s: %s", viewer.org, sender.exception())
+        failure = sender.exception() if sender in done else None
+        if isinstance(failure, ViewerStalledError):
+            logger.warning("closing stalled viewer of org %s: %s", viewer.org, failure)
             await _close(websocket, CLOSE_POLICY, "viewer too slow")
-        elif receiver not in done:
+        elif failure is not None:
+            logger.info("viewer of org %s disconnected while sending: %s", viewer.org, failure)
+        elif expiry is not None and expiry in done:
             await _close(websocket, CLOSE_EXPIRED, "tracking link expired")
     finally:
         hub.remove(viewer)
