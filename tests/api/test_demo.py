@@ -51,7 +51,7 @@ async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> No
     env.pop("ENROUTE_REDIS_URL", None)
     command = [
         sys.executable, "-m", "api.cli", "--log-level", "warning", "demo",
-        "--port", str(port), "--duration", "75", "--contractors", "4", "--jobs", "3",
+        "--port", str(port), "--duration", "90", "--contractors", "4", "--jobs", "2",
         "--service-s", "15", "--min-trip-s", "10", "--max-trip-s", "30",
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
