@@ -75,7 +75,7 @@ async def stop_services(runtime: Runtime) -> None:
 
 def _follow_parent() -> None:
     # uvicorn's worker processes outlive a SIGKILLed supervisor and keep the
-    # port, so each worker asks to be stopped with it.
+    # port, so each worker requests a parent-death signal.
     parent = os.environ.get("ENROUTE_SUPERVISOR_PID")
     if not parent or int(parent) == os.getpid():
         return

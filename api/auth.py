@@ -1,7 +1,7 @@
 """Bearer-token authentication for API keys and device tokens.
 
 Token lookups are cached per process for ``CACHE_TTL_S`` seconds so the
-HTTP ping endpoint does not pay a Redis round trip per request; a revoked
+HTTP ping endpoint does not pay a Redis round trip per request. A revoked
 token therefore keeps working for at most that long.
 """
 

@@ -1,10 +1,10 @@
 """``enroute demo``: the server and a simulated fleet on real streets, end to end.
 
-It starts the embedded Redis (unless a URL is set), loads the road graph
-(the bundled Helsinki extract by default), runs ``enroute serve`` as a
-child process, creates a demo organisation, prints the dispatcher URL and
-one customer link per job, and drives the simulated fleet through the
-real device WebSocket until Ctrl-C or ``--duration``. Then it prints a
+It starts the embedded Redis (unless a URL is set) and loads the road
+graph, the bundled Helsinki extract by default. It runs ``enroute serve``
+as a child process, creates a demo organisation and prints the dispatcher
+URL and one customer link per job. Then it drives the simulated fleet
+through the real device WebSocket until Ctrl-C or ``--duration``. Then it prints a
 summary: pings accepted, arrivals and completions found by the geofence,
 the on-time rate and the coverage of the arrival windows.
 """

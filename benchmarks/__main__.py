@@ -1,7 +1,7 @@
 """Run every benchmark and record their rows in ``benchmarks/RESULTS.md``.
 
 ``python -m benchmarks`` runs the ingest, ETA, geofence and fan-out
-benchmarks one after another with their default settings; each one writes
+benchmarks one after another with their default settings. Each one writes
 its own section of the results page with the command, the date and the
 machine. ``--only NAME`` runs a subset, ``--quick`` uses smaller loads for
 a smoke run, and ``--osm PATH`` adds extracts to the ETA benchmark (the

@@ -7,7 +7,7 @@ Two measurements, each against a real server process and Redis:
    ``/v1/track/{token}/ws``, while the contractors' devices send single-ping
    frames at ``--rate`` pings/s in total (default 5,000). The latency of an
    update is its arrival time at the customer minus the fix time of the
-   position it carries; fix times are the send times, on the same clock.
+   position it carries. Fix times are the send times, on the same clock.
    Devices and customers run in two separate processes.
 2. Heatmap: ``--contractors`` positions (default 100,000) spread over a
    20 km square are written through the ingest script, then

@@ -237,10 +237,9 @@ class SimulatedContractor:
     async def plan_jobs(self) -> None:
         """Create the contractor's whole job queue, with windows along the plan.
 
-        Each window starts at the planned arrival minus half the slack and
-        ends the slack plus a quarter of the trip after it, so a contractor
-        held up by stops and slowdowns can still be on time, and one held up
-        much longer is late.
+        Each window starts at the planned arrival minus half the slack. It
+        ends the slack plus a quarter of the trip after the planned arrival,
+        so a contractor held up by stops and slowdowns can still be on time.
         """
         config = self.config
         graph = self.planner.graph

@@ -1,8 +1,8 @@
 """Fleet queries for dispatchers: latest positions, heatmap, nearest contractors.
 
-All read the H3 position index of ``tracker.keys``: the heatmap groups the
+All read the H3 position index of ``tracker.keys``. The heatmap groups the
 per-cell counts by parent cell in numpy, so its cost grows with the number
-of occupied cells, not of contractors; the nearby search reads the score
+of occupied cells, not of contractors. The nearby search reads the score
 ranges of a growing disk of coarse cells around the point.
 """
 
@@ -104,7 +104,7 @@ async def heatmap(
     """Count contractors per H3 cell of resolution ``res``.
 
     Without a status filter, and at the index's resolution or coarser, this
-    reads only the per-cell counts; otherwise it reads the latest fix of
+    reads only the per-cell counts. Otherwise it reads the latest fix of
     every contractor.
     """
     check_resolution(res)
@@ -113,8 +113,8 @@ async def heatmap(
         if status is not None and status not in {s.value for s in JobStatus} | {"idle"}:
             raise ValueError(f"status must be a job status or 'idle', got {status!r}")
         members = await fleet(client, org)
-        wanted = [m for m in members if status is None or (m.status or "idle") == status]
-        cells = [h3.latlng_to_cell(m.fix["lat"], m.fix["lon"], res) for m in wanted]
+        matching = [m for m in members if status is None or (m.status or "idle") == status]
+        cells = [h3.latlng_to_cell(m.fix["lat"], m.fix["lon"], res) for m in matching]
         counts: dict[str, int] = {}
         for cell in cells:
             counts[cell] = counts.get(cell, 0) + 1
@@ -160,7 +160,7 @@ async def nearby(
     -----
     Searches disks of resolution-7 cells (about 1.2 km across) of growing
     size around the point; each cell is one score range of the index. The
-    disk grows until it holds ``limit`` contractors and the nearest ones
+    disk grows until it contains ``limit`` contractors and the nearest ones
     can't lie outside it, or the disk reaches ``NEARBY_MAX_RINGS`` rings,
     after which the whole fleet is ranked.
     """
@@ -178,7 +178,7 @@ async def nearby(
         for found in await pipe.execute():
             candidates.extend(member.decode() for member in found)
         # Cells k steps apart have centres at least 1.5 k edges apart, so any
-        # point this close to the query point lies inside the disk; the 0.8
+        # point this close to the query point lies inside the disk. The 0.8
         # allows for cells of unequal size.
         covered_m = (1.5 * rings - 2.0) * edge_m * 0.8
         ranked = await _rank(client, org, candidates, lat, lon)

@@ -6,8 +6,8 @@ Statuses move only along :data:`TRANSITIONS`::
               \\-> cancelled (from any open status)
 
 A job with several visits (appointments) returns from ``arrived`` to
-``scheduled`` when a visit other than the last one completes; the event
-``job.completed`` then carries the visit number and the job stays open.
+``scheduled`` when a visit other than the last one completes. The event
+``job.completed`` then carries the visit number, and the job stays open.
 
 Every change runs in one Lua script call (``transition.lua``) that checks
 the current status, writes the new one, appends the event to the job's
@@ -38,7 +38,7 @@ MAX_ORG_EVENTS = 100_000
 
 
 class JobStatus(enum.StrEnum):
-    """Where a job stands."""
+    """Status of a job."""
 
     SCHEDULED = "scheduled"
     EN_ROUTE = "en_route"
@@ -74,7 +74,7 @@ class JobExistsError(JobError, ValueError):
 
 
 class InvalidTransitionError(JobError, ValueError):
-    """The requested status change does not start where the job stands."""
+    """The requested status change does not start from the job's current status."""
 
     def __init__(self, job_id: str, current: str, target: str) -> None:
         self.job_id, self.current, self.target = job_id, current, target
@@ -116,7 +116,7 @@ class Visit:
 
 @dataclass(slots=True)
 class Job:
-    """A job as stored: what was ordered and where it stands."""
+    """A job as stored: the order and its current status."""
 
     id: str
     contractor_id: str

@@ -2,15 +2,15 @@
 
 The ingest calls :meth:`Lifecycle.on_pings` with a device's newly stored
 pings in fix-time order. For each of the device's active jobs (en route or
-on site) it steps the job's geofence detector, whose state lives in the job
-hash so any process can continue it, turns arrival and departure into
-status changes, refreshes the ETA and arrival window of en-route jobs, and
-publishes the job's new state.
+on site), it steps the job's geofence detector and turns arrival and
+departure into status changes. The detector's state lives in the job hash,
+so any process can continue it. For en-route jobs it then refreshes the
+ETA and arrival window and publishes the job's new state.
 
 Late pings: a ping older than the last one the detector saw (an offline
 batch uploaded after newer live pings) makes the detector replay the job's
 whole history since dispatch in fix order, so the outcome does not depend
-on the order in which pings arrived. The status scripts refuse a second
+on the order in which pings arrived. The status script rejects a second
 arrival or completion, so a replay never records an event twice.
 """
 

@@ -1,7 +1,7 @@
 """Live fan-out: Redis pub/sub to the viewers connected to this process.
 
 The ingest script publishes every new latest position, and job changes are
-published beside them, on one channel per organisation. Each process holds
+published beside them, on one channel per organisation. Each process has
 one subscription per organisation that has a viewer here, so a device, its
 customer and its dispatcher may be connected to three different processes.
 

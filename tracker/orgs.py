@@ -2,8 +2,8 @@
 
 Secrets are random 256-bit tokens with a readable prefix (``ek_`` for API
 keys, ``dt_`` for device tokens, ``st_`` for tracking links). Redis keeps
-only their SHA-256 digests, so a copy of the database reveals no secret;
-a plain digest suffices because the tokens are random, not passwords.
+only their SHA-256 digests, so a copy of the database reveals no secret.
+A plain digest suffices because the tokens are random, not passwords.
 """
 
 from __future__ import annotations

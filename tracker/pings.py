@@ -191,7 +191,9 @@ def validate_ping(raw: Any, rules: TimeRules) -> Ping:
     lon = raw.get("lon")
     if type(lon) is not float or not isfinite(lon):
         lon = _number(raw, "lon", True)
-    assert t is not None and lat is not None and lon is not None
+    assert t is not None
+    assert lat is not None
+    assert lon is not None
     if not -90.0 <= lat <= 90.0:
         raise ValueError(f"lat must be within -90..90, got {lat}")
     if not -180.0 <= lon <= 180.0:

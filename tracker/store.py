@@ -1,7 +1,7 @@
 """Redis connections and the batched, retrying write path of the ingest.
 
 Many device connections share one :class:`PingWriter`. Each frame becomes
-one call of the ingest script; the writer sends all calls queued in one
+one call of the ingest script, and the writer sends all calls queued in one
 event-loop turn as a single pipeline, so a thousand busy connections cost
 a handful of round trips rather than a thousand. A frame's future resolves
 only after Redis has replied, which is what lets the device get its ack.

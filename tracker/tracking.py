@@ -1,11 +1,11 @@
 """Customer tracking links: share tokens, privacy rules and the live view.
 
-A link carries a random token (``st_...``) scoped to one job; Redis keeps
-only its SHA-256 digest with the job and the expiry. The customer sees the
-contractor's position only while the job is en route or on site, and, when
+A link carries a random token (``st_...``) scoped to one job. Redis keeps
+only its SHA-256 digest with the job and the expiry. The customer's view
+contains the contractor's position only while the job is en route or on site, and, when
 the organisation sets ``reveal_within_s`` or ``reveal_within_m``, only once
 the contractor is that close in time or distance. Before and after, the
-view shows the status and the arrival window alone.
+view contains the status and the arrival window alone.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class ShareExpiredError(ShareError, LookupError):
 
 @dataclass(frozen=True, slots=True)
 class Share:
-    """What a tracking link points at."""
+    """Target of a tracking link: organisation, job and expiry."""
 
     org: str
     job_id: str
@@ -119,7 +119,7 @@ async def load_privacy(client: RedisClient, org: str) -> Privacy:
 
 
 class TrackView:
-    """What one customer may see of one job, kept current by live messages."""
+    """One customer's view of one job, kept current by live messages."""
 
     def __init__(self, job: Job, fix: dict[str, Any] | None, privacy: Privacy) -> None:
         self.job = job

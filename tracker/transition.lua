@@ -1,4 +1,4 @@
--- Change a job's status (or record a flag event) if it stands where expected.
+-- Change a job's status (or record a flag event) if its status is one of the expected ones.
 --
 -- KEYS: 1 job hash, 2 job timeline stream, 3 organisation event stream,
 --       4 contractor's device hash, 5 set of open job ids
