@@ -67,7 +67,7 @@ async def start_services(runtime: Runtime) -> None:
 
 async def stop_services(runtime: Runtime) -> None:
     """Stop the background tasks started by :func:`start_services`."""
-    for name in ("scheduler", "webhooks", "hub"):
+    for name in ("scheduler", "webhooks", "hub", "lifecycle"):
         service = runtime.services.get(name)
         if service is not None:
             await service.stop()

@@ -254,11 +254,15 @@ class DestinationTree:
         )  # fmt: skip
         if snap is None:
             return None
+        return self.route_for_snap(snap)
+
+    def route_for_snap(self, snap: Snap) -> list[tuple[float, float]] | None:
+        """Find the fastest route from a ping already snapped; see `route`."""
         start = self._best_start(snap)
         if start is None:
             logger.warning(
                 "No route from (lat=%.6f, lon=%.6f) to the destination (lat=%.6f, lon=%.6f)",
-                lat, lon, self.dest_lat, self.dest_lon,
+                snap.lat, snap.lon, self.dest_lat, self.dest_lon,
             )  # fmt: skip
             return None
         kind, edge, fraction, end_fraction = start

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from eta.build import load_graph
 from eta.graph import RoadGraph
 from eta.routing import DestinationTree, build_tree
+from eta.snap import Snap, snap_points
 from eta.windows import ErrorModel, WindowSmoother
 from tracker import keys
+from tracker.batch import Batch
 from tracker.jobs import Job, window_json
 from tracker.pings import Ping
 from tracker.store import RedisClient
@@ -37,6 +41,19 @@ MAX_PREDICTIONS = 2_000
 COVERAGE_LEAD_TIMES_S = (60.0, 180.0, 300.0, 600.0)
 # A route is stored for display at most this often per job.
 ROUTE_REFRESH_S = 5.0
+
+
+@dataclass(slots=True)
+class EtaRequest:
+    """A job whose ETA a ping should refresh."""
+
+    org: str
+    job: Job
+    ping: Ping
+    #: The job hash's ``smoother`` field as read with the job (None: no state yet).
+    smoother_state: bytes | None
+    #: Other job hash fields to write in the same HSET.
+    extra_fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,33 +134,52 @@ class EtaService:
         self._models[org] = (time.monotonic(), model)
         return model
 
-    async def update(
-        self,
-        org: str,
-        job: Job,
-        ping: Ping,
-        smoother_state: bytes | None = None,
-        extra_fields: dict[str, Any] | None = None,
-    ) -> EtaUpdate | None:
-        """Refresh the job's ETA and window from a ping; None when off the network.
+    async def update_many(self, requests: list[EtaRequest], batch: Batch) -> list[EtaUpdate | None]:
+        """Refresh the ETAs and windows of many jobs; None where a ping is off the network.
 
-        ``smoother_state`` is the job hash's ``smoother`` field when the
-        caller has read it already, and ``extra_fields`` are written to the
-        job hash in the same round trip.
+        The pings are snapped in one vectorized call. Each job's fields,
+        prediction and live message are added to ``batch``, which the caller
+        sends.
         """
-        tree = self.tree_for(org, job)
-        if tree is None:
-            return None
-        eta_s = tree.eta_s(ping.lat, ping.lon)
-        if eta_s is None:
-            return None
-        model = await self.model(org)
-        job_key = keys.job(org, job.id)
-        raw_smoother = smoother_state
-        if raw_smoother is None:
-            raw_smoother = await self.client.hget(job_key, "smoother")
+        if not requests:
+            return []
+        models = {org: await self.model(org) for org in {request.org for request in requests}}
+        snaps = snap_points(
+            self.graph,
+            np.fromiter((request.ping.lat for request in requests), float, len(requests)),
+            np.fromiter((request.ping.lon for request in requests), float, len(requests)),
+        )
+        updates: list[EtaUpdate | None] = []
+        for index, request in enumerate(requests):
+            tree = self.tree_for(request.org, request.job)
+            snap = snaps.row(index)
+            eta_s = tree.eta_for_snap(snap) if tree is not None and snap is not None else math.inf
+            if not math.isfinite(eta_s):
+                if tree is not None and snap is not None:
+                    logger.warning(
+                        "no route from contractor %s to job %s of org %s at (%.6f, %.6f)",
+                        request.job.contractor_id, request.job.id, request.org,
+                        request.ping.lat, request.ping.lon,
+                    )  # fmt: skip
+                updates.append(None)
+                continue
+            updates.append(self._record(request, tree, snap, eta_s, models[request.org], batch))
+        return updates
+
+    def _record(
+        self,
+        request: EtaRequest,
+        tree: DestinationTree,
+        snap: Snap,
+        eta_s: float,
+        model: ErrorModel,
+        batch: Batch,
+    ) -> EtaUpdate:
+        org, job, ping = request.org, request.job, request.ping
         smoother = (
-            WindowSmoother.from_dict(orjson.loads(raw_smoother)) if raw_smoother else WindowSmoother()
+            WindowSmoother.from_dict(orjson.loads(request.smoother_state))
+            if request.smoother_state
+            else WindowSmoother()
         )
         window = smoother.update(ping.t, eta_s, model, self.confidence)
         awin = {
@@ -156,26 +192,28 @@ class EtaService:
             "eta_t": repr(ping.t),
             "awin": orjson.dumps(awin),
             "smoother": orjson.dumps(smoother.to_dict()),
-            **(extra_fields or {}),
+            **request.extra_fields,
         }
+        message: dict[str, Any] = {"type": "job", "job": None, "awin": awin}
         route_key = (org, job.id)
         if ping.t - self._route_t.get(route_key, 0.0) >= ROUTE_REFRESH_S:
             self._route_t[route_key] = ping.t
-            points = tree.route(ping.lat, ping.lon)
+            if len(self._route_t) > TREE_CACHE_SIZE * 4:
+                self._route_t.clear()
+            points = tree.route_for_snap(snap)
             if points is not None:
                 route = [[round(lat, 6), round(lon, 6)] for lat, lon in points]
                 fields["route"] = orjson.dumps(route)
                 job.route = route
-        prediction = {"t": ping.t, "eta_s": eta_s, **awin}
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(job_key, mapping=fields)
-        pipe.rpush(job_key + ":pred", orjson.dumps(prediction))
-        pipe.ltrim(job_key + ":pred", -MAX_PREDICTIONS, -1)
+                # Viewers keep the last route, so it travels only when it changes.
+                message["route"] = route
+        job_key = keys.job(org, job.id)
+        batch.hset(job_key, fields)
+        batch.command("RPUSH", job_key + ":pred", orjson.dumps({"t": ping.t, "eta_s": eta_s, **awin}))
+        batch.command("LTRIM", job_key + ":pred", -MAX_PREDICTIONS, -1)
         job.eta_s, job.eta_t, job.arrival_window = eta_s, ping.t, awin
-        await pipe.execute()
-        # A cluster pipeline can't carry PUBLISH, so it goes on its own.
-        update = {"type": "job", "job": job.public(), "awin": awin, "route": job.route}
-        await self.client.publish(keys.live_channel(org), orjson.dumps(update))
+        message["job"] = job.public()
+        batch.publish(org, message)
         return EtaUpdate(eta_s, window.earliest_t, window.latest_t, window.confidence)
 
     async def record_arrival(self, org: str, job: Job, arrival_t: float) -> None:
@@ -216,4 +254,4 @@ class EtaService:
         )
 
 
-__all__ = ["EtaService", "EtaUpdate", "site_point", "window_json"]
+__all__ = ["EtaRequest", "EtaService", "EtaUpdate", "site_point", "window_json"]

@@ -1,10 +1,9 @@
 -- Store one frame's pings of one device atomically.
 --
 -- KEYS: 1 device hash, 2 history zset, 3 cell index zset, 4 heat hash
--- ARGV: 1 device id, 2 pub/sub channel, 3 history retention (s),
---       4 jump speed limit (m/s), 5 jump confirmation window (s),
---       then 6 values per ping: t, lat, lon, accuracy (m, -1 if unknown),
---       cell score, ping JSON
+-- ARGV: 1 device id, 2 history retention (s), 3 jump speed limit (m/s),
+--       4 jump confirmation window (s), then 6 values per ping: t, lat,
+--       lon, accuracy (m, -1 if unknown), cell score, ping JSON
 --
 -- The device hash keeps t, lat, cell and fix (the latest ping's JSON),
 -- plus pend ("t lat lon acc" of an unconfirmed jump) while there is one.
@@ -19,10 +18,10 @@
 -- The reply is {statuses, open job ids, interval advice}.
 
 local dev, hist, cells, heat = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local device_id, channel = ARGV[1], ARGV[2]
-local retention_s = tonumber(ARGV[3])
-local max_speed_mps = tonumber(ARGV[4])
-local confirm_window_s = tonumber(ARGV[5])
+local device_id = ARGV[1]
+local retention_s = tonumber(ARGV[2])
+local max_speed_mps = tonumber(ARGV[3])
+local confirm_window_s = tonumber(ARGV[4])
 
 local EARTH_RADIUS_M = 6371008.8
 -- The history key's expiry is pushed forward only when it has dropped this
@@ -64,7 +63,7 @@ if had_pending then
 end
 local pend_base = nil  -- index into ARGV of a new jump candidate
 
-local n = (#ARGV - 5) / 6
+local n = (#ARGV - 4) / 6
 
 -- Fix times above the newest one in history can't be duplicates, so a
 -- batch in time order needs no lookup per ping. One ping costs one lookup
@@ -82,7 +81,7 @@ local latest = nil  -- index into ARGV of the new latest ping
 local max_t = nil
 
 for i = 0, n - 1 do
-  local base = 6 + i * 6
+  local base = 5 + i * 6
   local t_text = ARGV[base]
   local t = tonumber(t_text)
   local duplicate
@@ -151,8 +150,6 @@ if latest ~= nil then
   if had_pending then
     redis.call('HDEL', dev, 'pend')
   end
-  redis.call('PUBLISH', channel, '{"type":"position","contractor_id":"' .. device_id ..
-             '","fix":' .. ARGV[latest + 5] .. '}')
 elseif pend_base ~= nil then
   redis.call('HSET', dev, 'pend', ARGV[pend_base] .. ' ' .. ARGV[pend_base + 1] .. ' ' ..
              ARGV[pend_base + 2] .. ' ' .. ARGV[pend_base + 3])

@@ -19,6 +19,7 @@ dispatcher's cancel can't be overwritten by a late arrival.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 import orjson
 
 from tracker import keys
-from tracker.store import RedisClient, load_script
+from tracker.store import CommandPipe, RedisClient, load_script
 
 logger = logging.getLogger(__name__)
 
@@ -238,8 +239,9 @@ class Event:
 class JobStore:
     """Job records, transitions and timelines of all organisations."""
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, commands: CommandPipe | None = None) -> None:
         self.client = client
+        self.commands = commands or CommandPipe(client)
         self._transition = load_script("transition.lua")
         self._sha: str | None = None
 
@@ -276,13 +278,27 @@ class JobStore:
 
     async def get_many(self, org: str, job_ids: list[str]) -> list[tuple[Job, dict[bytes, bytes]]]:
         """Load several jobs in one round trip; missing ones are left out."""
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hgetall(keys.job(org, job_id))
-        found = []
-        for raw in await pipe.execute():
-            if raw and b"doc" in raw and b"status" in raw:
-                found.append((job_from_hash(raw), raw))
+        return (await self.get_many_orgs([(org, job_ids)]))[0]
+
+    async def get_many_orgs(
+        self, requests: list[tuple[str, list[str]]]
+    ) -> list[list[tuple[Job, dict[bytes, bytes]]]]:
+        """Load the jobs of several (organisation, job ids) pairs in one round trip.
+
+        Returns one list per pair, each with the jobs found and their raw hashes.
+        """
+        commands = [
+            ("HGETALL", keys.job(org, job_id)) for org, job_ids in requests for job_id in job_ids
+        ]
+        replies = iter(await self.commands.execute(commands))
+        found: list[list[tuple[Job, dict[bytes, bytes]]]] = []
+        for _, job_ids in requests:
+            jobs = []
+            for reply in itertools.islice(replies, len(job_ids)):
+                raw = self.commands.hgetall_reply(reply)
+                if raw and b"doc" in raw and b"status" in raw:
+                    jobs.append((job_from_hash(raw), raw))
+            found.append(jobs)
         return found
 
     async def timeline(self, org: str, job_id: str) -> list[dict[str, Any]]:

@@ -16,18 +16,35 @@ arrival or completion, so a replay never records an event twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from geofence.detection import Arrived, Departed, DetectionConfig, DetectionState, Fix, step
+from geofence.detection import (
+    Arrived,
+    Departed,
+    DetectionConfig,
+    DetectionState,
+    Fix,
+    step,
+)
 from geofence.errors import InvalidFenceError
 from geofence.fences import Fence, fence_from_site
 from tracker import keys
-from tracker.etas import EtaService
-from tracker.jobs import ACTIVE_STATUSES, Event, InvalidTransitionError, Job, JobStatus, JobStore
+from tracker.batch import Batch
+from tracker.etas import EtaRequest, EtaService, EtaUpdate
+from tracker.jobs import (
+    ACTIVE_STATUSES,
+    Event,
+    InvalidTransitionError,
+    Job,
+    JobStatus,
+    JobStore,
+)
 from tracker.pings import Ping
 from tracker.settings import Settings
 from tracker.store import RedisClient, StoreResult
@@ -57,6 +74,40 @@ def build_fence(job_id: str, site: dict[str, Any]) -> Fence:
 def fix_of(ping: Ping) -> Fix:
     """Convert a stored ping into a geofence fix."""
     return Fix(t=ping.t, lat=ping.lat, lon=ping.lon, accuracy_m=ping.acc)
+
+
+def _accurate(ping: Ping) -> bool:
+    return ping.acc is None or ping.acc <= MAX_USEFUL_ACCURACY_M
+
+
+@dataclass(slots=True)
+class _Frame:
+    """A stored frame waiting for its batch."""
+
+    org: str
+    device_id: str
+    stored: list[tuple[Ping, str]]  # pings with their ingest status, in fix order
+    result: StoreResult
+
+
+@dataclass(slots=True)
+class _AfterEta:
+    """What a job needs once its ETA is known: flags and the device's interval."""
+
+    org: str
+    job: Job
+    ping: Ping | None
+    interval_s: float | None
+    update: EtaUpdate | None = None
+
+
+@dataclass(slots=True)
+class _Work:
+    """The state of one batch between its steps."""
+
+    batch: Batch
+    etas: list[tuple[EtaRequest, _AfterEta]] = field(default_factory=list)
+    followups: list[_AfterEta] = field(default_factory=list)
 
 
 def ping_summary(ping: Ping) -> dict[str, float]:
@@ -89,6 +140,14 @@ class Lifecycle:
             max_speed_mps=settings.max_speed_mps,
         )
         self._fences: dict[tuple[str, str], Fence] = {}
+        self._queue: list[tuple[_Frame, asyncio.Future[None]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        """Finish the batch in progress and close the own Redis connection."""
+        if self._drainer is not None:
+            await asyncio.wait([self._drainer], timeout=5.0)
+        await self.jobs.commands.aclose()
 
     def fence_for(self, org: str, job: Job) -> Fence:
         """Return the job's fence, built once per process."""
@@ -144,20 +203,85 @@ class Lifecycle:
     async def on_pings(
         self, org: str, device_id: str, stored: list[tuple[Ping, str]], result: StoreResult
     ) -> None:
-        """Advance the device's active jobs with its newly stored pings."""
-        if not result.open_jobs:
-            return
-        usable = [
-            ping
-            for ping, status in stored
-            if status != "j" and (ping.acc is None or ping.acc <= MAX_USEFUL_ACCURACY_M)
-        ]
-        if not usable:
-            return
-        for job, raw in await self.jobs.get_many(org, result.open_jobs):
-            if job.status not in ACTIVE_STATUSES or job.contractor_id != device_id:
+        """Queue a stored frame for the next batch; return once that batch is done.
+
+        The frame's new latest position is published, and the device's
+        active jobs advance with its usable pings.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((_Frame(org, device_id, stored, result), done))
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        # Frames queued while a batch runs form the next batch, so batches
+        # grow with the load and a busy server makes fewer round trips.
+        try:
+            while self._queue:
+                queued, self._queue = self._queue, []
+                try:
+                    await self.run_batch([frame for frame, _ in queued])
+                except Exception:
+                    devices = sorted({f"{frame.org}/{frame.device_id}" for frame, _ in queued})
+                    logger.exception(
+                        "job lifecycle batch of %d frames failed; devices %s",
+                        len(queued), ", ".join(devices[:20]),
+                    )
+                for _, done in queued:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._drainer = None
+
+    async def run_batch(self, frames: list[_Frame]) -> None:
+        """Publish new positions and advance the jobs of a batch of stored frames.
+
+        Reads all jobs in one round trip and writes ETAs, detector states
+        and live messages in another; status changes, late-ping replays and
+        arrivals add their own.
+        """
+        work = _Work(Batch(self.jobs.commands))
+        batch = work.batch
+        for frame in frames:
+            latest = next((ping for ping, status in reversed(frame.stored) if status == "l"), None)
+            if latest is not None:
+                batch.publish(
+                    frame.org,
+                    {"type": "position", "contractor_id": frame.device_id,
+                     "fix": orjson.Fragment(latest.to_json())},
+                )  # fmt: skip
+
+        advancing: list[tuple[_Frame, list[Ping]]] = []
+        for frame in frames:
+            if not frame.result.open_jobs:
                 continue
-            await self._advance(org, job, raw, usable, result.interval_s)
+            usable = [
+                ping
+                for ping, status in frame.stored
+                if status != "j" and (ping.acc is None or ping.acc <= MAX_USEFUL_ACCURACY_M)
+            ]
+            if usable:
+                advancing.append((frame, usable))
+        if advancing:
+            requested = [(frame.org, frame.result.open_jobs) for frame, _ in advancing]
+            loaded = await self.jobs.get_many_orgs(requested)
+            # Sequential awaits: a job that needs no round trip of its own
+            # (most of them) never suspends, which costs less than a task.
+            for (frame, pings), found in zip(advancing, loaded):
+                for job, raw in found:
+                    if job.status not in ACTIVE_STATUSES or job.contractor_id != frame.device_id:
+                        continue
+                    try:
+                        await self._advance(frame.org, job, raw, pings, frame.result.interval_s, work)
+                    except Exception:
+                        logger.exception(
+                            "advancing job %s of org %s with contractor %s's pings failed",
+                            job.id, frame.org, frame.device_id,
+                        )  # fmt: skip
+            await self._refresh_etas(work)
+        await batch.execute()
 
     async def _advance(
         self,
@@ -165,7 +289,8 @@ class Lifecycle:
         job: Job,
         raw: dict[bytes, bytes],
         pings: list[Ping],
-        interval_s: float | None = None,
+        interval_s: float | None,
+        work: _Work,
     ) -> None:
         fence = self.fence_for(org, job)
         state = DetectionState.from_dict(orjson.loads(raw[b"det"])) if raw.get(b"det") else DetectionState()
@@ -183,26 +308,53 @@ class Lifecycle:
             state, found = step(state, fix_of(ping), fence, self.config)
             events.extend((event, ping) for event in found)
         new_last_t = max([p.t for p in pings], default=last_t or 0.0)
-        detection = {"det": orjson.dumps(state.to_dict()), "det_t": repr(new_last_t)}
+        detection: dict[str, Any] = {"det": orjson.dumps(state.to_dict()), "det_t": repr(new_last_t)}
         if events:
             # Store the detector before the status changes it caused.
             await self.client.hset(keys.job(org, job.id), mapping=detection)
             for event, ping in events:
                 await self._apply(org, job, event, ping)
             detection = {}
-        stored = False
-        if job.status is JobStatus.EN_ROUTE and pings:
-            # The detector's state goes out in the same pipeline as the ETA.
-            stored = await self._refresh_eta(org, job, pings[-1], raw.get(b"smoother"), detection)
-        if detection and not stored:
-            await self.client.hset(keys.job(org, job.id), mapping=detection)
-        if "stale" in job.flags and pings:
+        after = _AfterEta(org, job, pings[-1] if pings else None, interval_s)
+        if job.status is JobStatus.EN_ROUTE and pings and _accurate(pings[-1]):
+            # The detector's state goes out in the same HSET as the ETA.
+            request = EtaRequest(org, job, pings[-1], raw.get(b"smoother"), detection)
+            work.etas.append((request, after))
+        else:
+            if detection:
+                work.batch.hset(keys.job(org, job.id), detection)
+            work.followups.append(after)
+
+    async def _refresh_etas(self, work: _Work) -> None:
+        """Refresh the ETAs the batch asked for, then run each job's follow-up."""
+        if work.etas:
+            requests = [request for request, _ in work.etas]
+            updates = await self.etas.update_many(requests, work.batch)
+            for (request, after), update in zip(work.etas, updates):
+                if update is None and request.extra_fields:
+                    work.batch.hset(keys.job(request.org, request.job.id), request.extra_fields)
+                after.update = update
+                work.followups.append(after)
+        for after in work.followups:
+            try:
+                await self._follow_up(after, work.batch)
+            except Exception:
+                logger.exception("follow-up of job %s of org %s failed", after.job.id, after.org)
+
+    async def _follow_up(self, after: _AfterEta, batch: Batch) -> None:
+        """Set or clear the late and stale flags and advise the device's interval."""
+        org, job, ping, update = after.org, after.job, after.ping, after.update
+        if update is not None and ping is not None:
+            await self._flag_late(org, job, ping, update)
+        if "stale" in job.flags and ping is not None:
             flags = [flag for flag in job.flags if flag != "stale"]
             await self.jobs.transition(
-                org, job, None, Event("job.stale_cleared", pings[-1].t, "ping", ping_summary(pings[-1])),
+                org, job, None, Event("job.stale_cleared", ping.t, "ping", ping_summary(ping)),
                 expected=frozenset({job.status}), flags=flags,
             )
-        await self._advise_interval(org, job, interval_s)
+        interval = self._advised_interval(job)
+        if interval is not None and interval != after.interval_s:
+            batch.hset(keys.device(org, job.contractor_id), {"interval": repr(interval)})
 
     async def _apply(self, org: str, job: Job, event: Arrived | Departed, ping: Ping) -> None:
         summary = ping_summary(ping)
@@ -231,20 +383,17 @@ class Lifecycle:
         ):
             job.visit += 1
 
-    async def _refresh_eta(
-        self,
-        org: str,
-        job: Job,
-        ping: Ping,
-        smoother: bytes | None = None,
-        extra_fields: dict[str, Any] | None = None,
-    ) -> bool:
-        """Refresh the ETA; return whether the job hash was written (with ``extra_fields``)."""
-        if ping.acc is not None and ping.acc > MAX_USEFUL_ACCURACY_M:
-            return False
-        update = await self.etas.update(org, job, ping, smoother, extra_fields)
-        if update is None:
-            return False
+    async def _refresh_eta(self, org: str, job: Job, ping: Ping) -> None:
+        """Refresh one job's ETA now, outside a batch (after a dispatch)."""
+        if not _accurate(ping):
+            return
+        smoother = await self.client.hget(keys.job(org, job.id), "smoother")
+        work = _Work(Batch(self.jobs.commands))
+        work.etas.append((EtaRequest(org, job, ping, smoother), _AfterEta(org, job, ping, None)))
+        await self._refresh_etas(work)
+        await work.batch.execute()
+
+    async def _flag_late(self, org: str, job: Job, ping: Ping, update: EtaUpdate) -> None:
         late = ping.t + update.eta_s > job.window.end_t
         if late and "late" not in job.flags:
             await self.jobs.transition(
@@ -259,18 +408,14 @@ class Lifecycle:
                 expected=frozenset({JobStatus.EN_ROUTE}),
                 flags=[flag for flag in job.flags if flag != "late"],
             )
-        return True
 
-    async def _advise_interval(self, org: str, job: Job, current_s: float | None) -> None:
+    def _advised_interval(self, job: Job) -> float | None:
         settings = self.settings
         if job.status is JobStatus.ARRIVED or (job.eta_s is not None and job.eta_s < 180):
-            interval = settings.interval_near_s
-        elif job.status is JobStatus.EN_ROUTE:
-            interval = settings.interval_moving_s
-        else:
-            return
-        if interval != current_s:
-            await self.client.hset(keys.device(org, job.contractor_id), "interval", repr(interval))
+            return settings.interval_near_s
+        if job.status is JobStatus.EN_ROUTE:
+            return settings.interval_moving_s
+        return None
 
     async def _history_since(self, org: str, device_id: str, since_t: float) -> list[Ping]:
         raw = await self.client.zrangebyscore(keys.history(org, device_id), since_t, "+inf")

@@ -1,7 +1,8 @@
 """Live fan-out: Redis pub/sub to the viewers connected to this process.
 
-The ingest script publishes every new latest position, and job changes are
-published beside them, on one channel per organisation. Each process has
+The lifecycle publishes every new latest position and job update of a
+batch of frames as one message, and status events go out beside them, on
+one channel per organisation. Each process has
 one subscription per organisation that has a viewer here, so a device, its
 customer and its dispatcher may be connected to three different processes.
 
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 
 from tracker import keys
+from tracker.batch import BATCH_MESSAGE
 from tracker.store import TRANSIENT_ERRORS, RedisClient
 
 logger = logging.getLogger(__name__)
@@ -60,11 +62,20 @@ class ViewerStalledError(Exception):
 class Mailbox:
     """Latest message per key plus a bounded event list, for one viewer."""
 
-    def __init__(self) -> None:
+    def __init__(self, render: Callable[[], bytes] | None = None) -> None:
         self.latest: OrderedDict[str, bytes] = OrderedDict()
         self.events: deque[bytes] = deque(maxlen=MAX_QUEUED_EVENTS)
         self.ready = asyncio.Event()
         self.dropped_events = 0
+        # A viewer with a view of its own renders it only when it sends,
+        # so several changes between two sends cost one rendering.
+        self.render = render
+        self.view_changed = False
+
+    def put_view(self) -> None:
+        """Note that the viewer's view changed; it is rendered at the next send."""
+        self.view_changed = True
+        self.ready.set()
 
     def put_latest(self, key: str, message: bytes) -> None:
         self.latest[key] = message
@@ -83,6 +94,9 @@ class Mailbox:
         # Events first, so a status change is seen before positions after it.
         messages = list(self.events)
         messages.extend(self.latest.values())
+        if self.view_changed and self.render is not None:
+            messages.append(self.render())
+        self.view_changed = False
         self.events.clear()
         self.latest.clear()
         self.ready.clear()
@@ -99,10 +113,10 @@ class Viewer:
     #: "j:<job id>"); ALL_MESSAGES means every message of the organisation.
     routes: frozenset[str] = frozenset()
 
-    def __init__(self, org: str, send: SendFunction) -> None:
+    def __init__(self, org: str, send: SendFunction, render: Callable[[], bytes] | None = None) -> None:
         self.org = org
         self.send = send
-        self.mailbox = Mailbox()
+        self.mailbox = Mailbox(render)
 
     def offer(self, message: dict[str, Any], raw: bytes) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -252,10 +266,23 @@ class LiveHub:
         if not routes:
             return
         message = orjson.loads(raw)
+        if message.get("type") == BATCH_MESSAGE:
+            for item in message.get("messages", ()):
+                self._deliver(org, routes, item, None)
+        else:
+            self._deliver(org, routes, message, raw)
+
+    def _deliver(
+        self, org: str, routes: dict[str, set[Viewer]], message: dict[str, Any], raw: bytes | None
+    ) -> None:
         viewers = list(routes.get(ALL_MESSAGES, ()))
         route = message_route(message)
         if route is not None:
             viewers.extend(routes.get(route, ()))
+        if not viewers:
+            return
+        if raw is None:
+            raw = orjson.dumps(message)
         for viewer in viewers:
             try:
                 viewer.offer(message, raw)

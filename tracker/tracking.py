@@ -174,7 +174,7 @@ class TrackViewer(Viewer):
     """A customer's live connection to one job."""
 
     def __init__(self, org: str, view: TrackView, send: Any) -> None:
-        super().__init__(org, send)
+        super().__init__(org, send, self.render)
         self.view = view
         self.routes = frozenset({"c:" + view.job.contractor_id, "j:" + view.job.id})
 
@@ -204,5 +204,9 @@ class TrackViewer(Viewer):
             self.mailbox.put_event(orjson.dumps({"type": "event", "event": event}))
         else:
             return
-        self.mailbox.put_latest("update", orjson.dumps(view.update()))
+        self.mailbox.put_view()
+
+    def render(self) -> bytes:
+        """Return the customer's current view as a message."""
+        return orjson.dumps(self.view.update())
 
