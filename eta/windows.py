@@ -23,6 +23,7 @@ can keep them in Redis.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable
@@ -159,9 +160,10 @@ class ErrorModel:
         self.observations = np.zeros(len(self.bin_edges_s) + 1, dtype=np.int64)
         self._knot_cache: dict[float, tuple[FloatArray, FloatArray]] = {}
 
-    @property
+    @functools.cached_property
     def knots_s(self) -> FloatArray:
         """Representative predicted time of each bin: its midpoint, 1.5x the last edge."""
+        # Cached: the bin edges never change, and every window reads the knots twice.
         lower = np.array((0.0, *self.bin_edges_s[:-1]))
         upper = np.array(self.bin_edges_s)
         return np.append((lower + upper) / 2, 1.5 * self.bin_edges_s[-1])

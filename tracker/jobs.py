@@ -19,6 +19,7 @@ dispatcher's cancel can't be overwritten by a late arrival.
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import logging
 import time
@@ -86,8 +87,10 @@ class InvalidTransitionError(JobError, ValueError):
         )
 
 
+@functools.lru_cache(maxsize=8192)
 def iso(t: float) -> str:
     """Format Unix seconds as ISO 8601 in UTC."""
+    # Cached: a job's window is formatted again for every update sent.
     return datetime.fromtimestamp(t, UTC).isoformat()
 
 
@@ -169,8 +172,8 @@ def window_json(window: dict[str, float] | None) -> dict[str, Any] | None:
     }
 
 
-def job_from_hash(raw: dict[bytes, bytes]) -> Job:
-    """Rebuild a job from its Redis hash."""
+def job_from_hash(raw: dict[bytes, bytes], *, with_route: bool = False) -> Job:
+    """Rebuild a job from its Redis hash; the stored route only when asked for."""
     doc = orjson.loads(raw[b"doc"])
     job = Job(
         id=doc["id"],
@@ -188,7 +191,7 @@ def job_from_hash(raw: dict[bytes, bytes]) -> Job:
         job.eta_t = float(raw[b"eta_t"])
     if raw.get(b"awin"):
         job.arrival_window = orjson.loads(raw[b"awin"])
-    if raw.get(b"route"):
+    if with_route and raw.get(b"route"):
         job.route = orjson.loads(raw[b"route"])
     return job
 
@@ -274,7 +277,7 @@ class JobStore:
         raw = await self.client.hgetall(keys.job(org, job_id))
         if not raw or b"doc" not in raw or b"status" not in raw:
             raise JobNotFoundError(f"job {job_id!r} not found")
-        return job_from_hash(raw)
+        return job_from_hash(raw, with_route=True)
 
     async def get_many(self, org: str, job_ids: list[str]) -> list[tuple[Job, dict[bytes, bytes]]]:
         """Load several jobs in one round trip; missing ones are left out."""

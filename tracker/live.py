@@ -132,8 +132,11 @@ class Viewer:
         while True:
             await self.mailbox.ready.wait()
             for message in self.mailbox.take():
+                # A timeout context rather than wait_for, which starts a task
+                # per call on Python 3.11.
                 try:
-                    await asyncio.wait_for(self.send(message), STALL_TIMEOUT_S)
+                    async with asyncio.timeout(STALL_TIMEOUT_S):
+                        await self.send(message)
                 except TimeoutError:
                     raise ViewerStalledError(
                         f"viewer of org {self.org} accepted nothing for {STALL_TIMEOUT_S:.0f} s"

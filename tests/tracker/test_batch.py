@@ -1,0 +1,109 @@
+"""CommandPipe and Batch against the session's real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+import pytest
+from redis.exceptions import ResponseError
+
+from tracker import keys
+from tracker.batch import BATCH_MESSAGE, Batch, encode_messages
+from tracker.store import CommandPipe, connect
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_command_pipe_returns_replies_in_order(redis_url: str) -> None:
+    client = connect(redis_url)
+    commands = CommandPipe(client)
+    key = unique("pipe")
+    try:
+        replies = await commands.execute([("SET", key, 1.5), ("INCRBYFLOAT", key, 2), ("GET", key)])
+    finally:
+        await commands.aclose()
+        await client.aclose()
+    assert replies[2] == b"3.5"
+
+
+async def test_command_pipe_hgetall_as_dict(redis_url: str) -> None:
+    client = connect(redis_url)
+    commands = CommandPipe(client)
+    key = unique("hash")
+    try:
+        await commands.execute([("HSET", key, "a", b"1", "b", "two")])
+        (reply,) = await commands.execute([("HGETALL", key)])
+    finally:
+        await commands.aclose()
+        await client.aclose()
+    assert commands.hgetall_reply(reply) == {b"a": b"1", b"b": b"two"}
+
+
+async def test_command_pipe_error_names_command(redis_url: str) -> None:
+    client = connect(redis_url)
+    commands = CommandPipe(client)
+    key = unique("string")
+    try:
+        await commands.execute([("SET", key, "text")])
+        with pytest.raises(ResponseError, match="HSET failed"):
+            await commands.execute([("HSET", key, "field", "value")])
+        # The connection stays usable after an error reply.
+        assert await commands.execute([("GET", key)]) == [b"text"]
+    finally:
+        await commands.aclose()
+        await client.aclose()
+
+
+async def test_command_pipe_reconnects_after_close(redis_url: str) -> None:
+    client = connect(redis_url)
+    commands = CommandPipe(client)
+    try:
+        await commands.execute([("PING",)])
+        await commands.aclose()
+        assert await commands.execute([("PING",)]) == [b"PONG"]
+    finally:
+        await commands.aclose()
+        await client.aclose()
+
+
+def test_encode_messages_single_stays_plain() -> None:
+    assert orjson.loads(encode_messages([{"type": "position"}])) == {"type": "position"}
+
+
+def test_encode_messages_several_become_batch() -> None:
+    body = orjson.loads(encode_messages([{"n": 1}, {"n": 2}]))
+    assert body == {"type": BATCH_MESSAGE, "messages": [{"n": 1}, {"n": 2}]}
+
+
+async def test_batch_writes_then_publishes_per_org(redis_url: str) -> None:
+    client = connect(redis_url)
+    commands = CommandPipe(client)
+    org_a, org_b = unique("org"), unique("org")
+    pubsub = client.pubsub()
+    await pubsub.subscribe(keys.live_channel(org_a), keys.live_channel(org_b))
+    key = unique("batch")
+    try:
+        batch = Batch(commands)
+        batch.hset(key, {"eta_s": "12.5"})
+        batch.publish(org_a, {"n": 1})
+        batch.publish(org_a, {"n": 2})
+        batch.publish(org_b, {"n": 3})
+        await batch.execute()
+        received = {}
+        async with asyncio.timeout(5):
+            while len(received) < 2:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    received[message["channel"].decode()] = orjson.loads(message["data"])
+        stored = await client.hget(key, "eta_s")
+    finally:
+        await pubsub.aclose()
+        await commands.aclose()
+        await client.aclose()
+    assert stored == b"12.5"
+    assert received[keys.live_channel(org_a)]["messages"] == [{"n": 1}, {"n": 2}]
+    assert received[keys.live_channel(org_b)] == {"n": 3}
