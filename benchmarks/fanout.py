@@ -8,7 +8,8 @@ Two measurements, each against a real server process and Redis:
    frames at ``--rate`` pings/s in total (default 5,000). The latency of an
    update is its arrival time at the customer minus the fix time of the
    position it carries. Fix times are the send times, on the same clock.
-   Devices and customers run in two separate processes.
+   Devices and customers run in two separate processes, on uvloop like
+   the server.
 2. Heatmap: ``--contractors`` positions (default 100,000) spread over a
    20 km square are written through the ingest script, then
    ``GET /v1/fleet/heatmap`` is timed at resolutions 7 and 9.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import random
@@ -36,6 +38,8 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+import psutil
+import uvloop
 import websockets
 
 from benchmarks._common import (
@@ -50,7 +54,9 @@ from tracker import orgs
 from tracker.pings import Ping
 from tracker.store import PingWriter, connect
 
-CENTRE = (60.1695, 24.9390)  # central Helsinki, inside the bundled graph
+# The middle of the bundled Helsinki graph, which spans about 1.6 km north
+# to south (60.164-60.179) and 1 km east to west (24.935-24.953).
+CENTRE = (60.1716, 24.9443)
 SETUP_CONCURRENCY = 50
 
 
@@ -91,18 +97,22 @@ async def create_watched_jobs(redis_url: str, base_url: str, count: int) -> tupl
     return org.api_key, [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _device_process(ws_url: str, tokens: list[str], rate: float, duration_s: float) -> None:
-    asyncio.run(_drive_devices(ws_url, tokens, rate, duration_s))
+def _device_process(ws_url: str, tokens: list[str], rate: float, duration_s: float, pipe: Any) -> None:
+    pipe.send(uvloop.run(_drive_devices(ws_url, tokens, rate, duration_s)))
 
 
-async def _drive_devices(ws_url: str, tokens: list[str], rate: float, duration_s: float) -> None:
+async def _drive_devices(ws_url: str, tokens: list[str], rate: float, duration_s: float) -> int:
+    """Send pings until the deadline; return how many were acknowledged."""
     period_s = len(tokens) / rate
     rng = random.Random(7)
     deadline = time.time() + duration_s
+    acknowledged = 0
 
     async def device(token: str) -> None:
-        # Each device circles 300-800 m from the site, a few metres per ping.
-        radius = rng.uniform(0.003, 0.007)
+        nonlocal acknowledged
+        # Each device circles 200-650 m north-south and 130-400 m east-west
+        # of the site, a few metres per ping, inside the graph's area.
+        radius = rng.uniform(0.002, 0.006)
         angle = rng.uniform(0, 6.28)
         async with websockets.connect(
             f"{ws_url}/v1/devices/stream", additional_headers={"Authorization": f"Bearer {token}"}
@@ -112,27 +122,34 @@ async def _drive_devices(ws_url: str, tokens: list[str], rate: float, duration_s
                 started = time.time()
                 angle += 0.002
                 fix = {"t": started, "lat": CENTRE[0] + radius * math.cos(angle),
-                       "lon": CENTRE[1] + 2 * radius * math.sin(angle), "acc": 6.0}  # fmt: skip
+                       "lon": CENTRE[1] + 1.2 * radius * math.sin(angle), "acc": 6.0}  # fmt: skip
                 await connection.send(orjson.dumps(fix).decode())
                 await connection.recv()
+                acknowledged += 1
                 await asyncio.sleep(max(0.0, period_s - (time.time() - started)))
 
     results = await asyncio.gather(*(device(token) for token in tokens), return_exceptions=True)
     failures = [result for result in results if isinstance(result, Exception)]
     if failures:
         print(f"{len(failures)} devices failed, first: {failures[0]!r}", flush=True)
+    return acknowledged
 
 
 def _customer_process(ws_url: str, shares: list[str], warmup_s: float, duration_s: float, pipe: Any) -> None:
-    pipe.send(asyncio.run(_watch(ws_url, shares, warmup_s, duration_s)))
+    pipe.send(uvloop.run(_watch(ws_url, shares, warmup_s, duration_s)))
 
 
-async def _watch(ws_url: str, shares: list[str], warmup_s: float, duration_s: float) -> list[float]:
+async def _watch(
+    ws_url: str, shares: list[str], warmup_s: float, duration_s: float
+) -> tuple[list[float], int]:
+    """Return the latencies of position updates after the warm-up, and how many carried an ETA."""
     latencies: list[float] = []
+    with_eta = 0
     start_at = time.time() + warmup_s
     deadline = time.time() + duration_s
 
     async def customer(token: str) -> None:
+        nonlocal with_eta
         async with websockets.connect(f"{ws_url}/v1/track/{token}/ws", max_size=None) as connection:
             while time.time() < deadline:
                 try:
@@ -144,20 +161,21 @@ async def _watch(ws_url: str, shares: list[str], warmup_s: float, duration_s: fl
                 position = message.get("position") if message.get("type") == "update" else None
                 if position and received >= start_at:
                     latencies.append(received - position["t"])
+                    with_eta += message.get("eta_s") is not None
 
     results = await asyncio.gather(*(customer(token) for token in shares), return_exceptions=True)
     failures = [result for result in results if isinstance(result, Exception)]
     if failures:
         print(f"{len(failures)} customers failed, first: {failures[0]!r}", flush=True)
-    return latencies
+    return latencies, with_eta
 
 
 async def fill_heatmap(redis_url: str, count: int) -> str:
     """Write ``count`` contractors' positions through the ingest script; return the org."""
     client = connect(redis_url)
+    writer = PingWriter(client)
     try:
         org = await orgs.create_org(client, f"bench-heat-{int(time.time())}")
-        writer = PingWriter(client)
         rng = np.random.default_rng(11)
         lats = CENTRE[0] + rng.uniform(-0.09, 0.09, count)
         lons = CENTRE[1] + rng.uniform(-0.18, 0.18, count)
@@ -171,6 +189,7 @@ async def fill_heatmap(redis_url: str, count: int) -> str:
             )
         return org.api_key
     finally:
+        await writer.aclose()
         await client.aclose()
 
 
@@ -186,18 +205,35 @@ def time_heatmap(base_url: str, api_key: str, res: int, repeats: int) -> list[fl
     return times_ms
 
 
+def tree_cpu_s(process: psutil.Process) -> float:
+    """Return the CPU seconds used so far by a process and its children."""
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def run(jobs: int, rate: float, duration_s: float, contractors: int, redis_url: str | None) -> list[dict[str, Any]]:
+def run(
+    jobs: int,
+    rate: float,
+    duration_s: float,
+    contractors: int,
+    redis_url: str | None,
+    workers: int = 1,
+) -> list[dict[str, Any]]:
     """Run both measurements; return one result row per measurement."""
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as work, redis_target(redis_url, Path(work)) as target:
-        with server_process(target.url, Path(work)) as (base_url, _):
+        with server_process(target.url, Path(work), workers) as (base_url, server):
             ws_url = base_url.replace("http", "ws", 1)
-            api_key, tokens, shares = asyncio.run(create_watched_jobs(target.url, base_url, jobs))
+            _, tokens, shares = asyncio.run(create_watched_jobs(target.url, base_url, jobs))
             receiver, sender = multiprocessing.Pipe(duplex=False)
             warmup_s = min(5.0, duration_s / 4)
             customers = multiprocessing.Process(
@@ -205,16 +241,34 @@ def run(jobs: int, rate: float, duration_s: float, contractors: int, redis_url: 
             )
             customers.start()
             time.sleep(2.0)
-            devices = multiprocessing.Process(target=_device_process, args=(ws_url, tokens, rate, duration_s))
+            acks, acks_sender = multiprocessing.Pipe(duplex=False)
+            devices = multiprocessing.Process(
+                target=_device_process, args=(ws_url, tokens, rate, duration_s, acks_sender)
+            )
+            cpu_before_s = tree_cpu_s(server)
             devices.start()
+            acknowledged = acks.recv()
             devices.join()
-            latencies = receiver.recv()
+            server_cpu_s = tree_cpu_s(server) - cpu_before_s
+            latencies, with_eta = receiver.recv()
             customers.join()
             measured_s = duration_s - warmup_s
+            print(
+                f"{acknowledged} pings acknowledged ({acknowledged / duration_s:.0f}/s); "
+                f"server CPU {server_cpu_s:.1f} s, {server_cpu_s / max(acknowledged, 1) * 1e6:.0f} µs "
+                "per ping with its fan-out",
+                flush=True,
+            )
             results.append(
                 {
-                    "measurement": f"ping to customer, {jobs} watched jobs at {rate:.0f} pings/s",
+                    "measurement": (
+                        f"ping to customer, {jobs} watched jobs at {rate:.0f} pings/s, "
+                        f"{workers} server worker{'s' if workers > 1 else ''}"
+                    ),
                     "updates": len(latencies),
+                    "with_eta": with_eta,
+                    "acknowledged": acknowledged,
+                    "server_cpu_us_per_ping": round(server_cpu_s / max(acknowledged, 1) * 1e6),
                     "updates_per_s": round(len(latencies) / measured_s, 1),
                     "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
                     "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
@@ -244,11 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5000.0, help="device pings/s in total (default 5000)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
     parser.add_argument("--contractors", type=int, default=100_000, help="positions for the heatmap")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     parser.add_argument("--redis-url", help="external Redis (default: an embedded one)")
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    results = run(args.jobs, args.rate, args.duration, args.contractors, args.redis_url)
+    results = run(args.jobs, args.rate, args.duration, args.contractors, args.redis_url, args.workers)
     for row in results:
         print(
             f"{row['measurement']}: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"

@@ -143,8 +143,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(redis_url: str, work_dir: Path) -> Iterator[tuple[str, psutil.Process]]:
-    """Run ``enroute serve`` with one worker; yield its base URL and process."""
+def server_process(
+    redis_url: str, work_dir: Path, workers: int = 1
+) -> Iterator[tuple[str, psutil.Process]]:
+    """Run ``enroute serve`` with ``workers`` worker processes; yield its base URL and process."""
     port = free_port()
     env = {
         **os.environ,
@@ -153,7 +155,7 @@ def server_process(redis_url: str, work_dir: Path) -> Iterator[tuple[str, psutil
     }
     log_path = work_dir / "server.log"
     command = [sys.executable, "-m", "api.cli", "--log-level", "warning", "serve",
-               "--port", str(port), "--workers", "1"]  # fmt: skip
+               "--port", str(port), "--workers", str(workers)]  # fmt: skip
     with log_path.open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - fixed argument list
             command, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -9,7 +9,8 @@ one per ping.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, Generic, TypeVar
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
@@ -19,6 +20,8 @@ from tracker.store import Argument, CommandPipe
 
 #: Type of the pub/sub message that carries several live messages.
 BATCH_MESSAGE = "batch"
+
+T = TypeVar("T")
 
 
 class Batch:
@@ -64,3 +67,29 @@ def encode_messages(messages: list[Any]) -> bytes:
     if len(messages) == 1:
         return orjson.dumps(messages[0])
     return orjson.dumps({"type": BATCH_MESSAGE, "messages": messages})
+
+
+class ReadBackCache(Generic[T]):
+    """The last state this process wrote per key, with its encoded form.
+
+    When the bytes read from Redis equal the bytes written, the state is
+    taken from here instead of being decoded again. Another writer changes
+    the bytes, so its state is never mistaken for this one.
+    """
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._items: dict[Hashable, tuple[bytes, T]] = {}
+
+    def get(self, key: Hashable, raw: bytes | None) -> T | None:
+        """Return the state written under ``key`` if its encoding is ``raw``."""
+        item = self._items.get(key)
+        if item is None or raw is None or item[0] != raw:
+            return None
+        return item[1]
+
+    def put(self, key: Hashable, raw: bytes, state: T) -> None:
+        """Remember the state written under ``key`` and its encoding."""
+        if len(self._items) >= self.max_keys and key not in self._items:
+            self._items.clear()
+        self._items[key] = (raw, state)

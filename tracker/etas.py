@@ -27,7 +27,7 @@ from eta.routing import DestinationTree, build_tree
 from eta.snap import Snap, snap_points
 from eta.windows import ErrorModel, WindowSmoother
 from tracker import keys
-from tracker.batch import Batch
+from tracker.batch import Batch, ReadBackCache
 from tracker.jobs import Job, window_json
 from tracker.pings import Ping
 from tracker.store import RedisClient
@@ -37,10 +37,14 @@ logger = logging.getLogger(__name__)
 TREE_CACHE_SIZE = 2_000
 MODEL_CACHE_S = 30.0
 MAX_PREDICTIONS = 2_000
+TRIM_EVERY = 50
 # Lead times at which the window coverage of each arrival is recorded.
 COVERAGE_LEAD_TIMES_S = (60.0, 180.0, 300.0, 600.0)
 # A route is stored for display at most this often per job.
 ROUTE_REFRESH_S = 5.0
+# A job without an ETA (its contractor off the network) is logged at most
+# this often.
+NO_ETA_WARNING_S = 300.0
 
 
 @dataclass(slots=True)
@@ -87,6 +91,10 @@ class EtaService:
         self._trees: OrderedDict[tuple[str, str], DestinationTree | None] = OrderedDict()
         self._models: dict[str, tuple[float, ErrorModel]] = {}
         self._route_t: dict[tuple[str, str], float] = {}
+        self._predictions_written: dict[tuple[str, str], int] = {}
+        self._no_eta_warned: dict[tuple[str, str], float] = {}
+        # Window smoothers as last written; update() changes them in place.
+        self._smoothers: ReadBackCache[WindowSmoother] = ReadBackCache()
 
     @classmethod
     async def create(cls, client: RedisClient, source: str | None, cache_dir: str | None) -> EtaService:
@@ -148,23 +156,42 @@ class EtaService:
             self.graph,
             np.fromiter((request.ping.lat for request in requests), float, len(requests)),
             np.fromiter((request.ping.lon for request in requests), float, len(requests)),
+            warn=False,
         )
         updates: list[EtaUpdate | None] = []
         for index, request in enumerate(requests):
             tree = self.tree_for(request.org, request.job)
             snap = snaps.row(index)
-            eta_s = tree.eta_for_snap(snap) if tree is not None and snap is not None else math.inf
+            if tree is None:
+                updates.append(None)
+                continue
+            if snap is None:
+                self._warn_no_eta(request, "is off the road network")
+                updates.append(None)
+                continue
+            eta_s = tree.eta_for_snap(snap)
             if not math.isfinite(eta_s):
-                if tree is not None and snap is not None:
-                    logger.warning(
-                        "no route from contractor %s to job %s of org %s at (%.6f, %.6f)",
-                        request.job.contractor_id, request.job.id, request.org,
-                        request.ping.lat, request.ping.lon,
-                    )  # fmt: skip
+                self._warn_no_eta(request, "has no route to the site")
                 updates.append(None)
                 continue
             updates.append(self._record(request, tree, snap, eta_s, models[request.org], batch))
         return updates
+
+    def _warn_no_eta(self, request: EtaRequest, reason: str) -> None:
+        # A contractor off the network sends several pings a minute, so the
+        # warning repeats at most every NO_ETA_WARNING_S per job.
+        key = (request.org, request.job.id)
+        now = time.monotonic()
+        if now - self._no_eta_warned.get(key, -math.inf) < NO_ETA_WARNING_S:
+            return
+        if len(self._no_eta_warned) >= TREE_CACHE_SIZE:
+            self._no_eta_warned.clear()
+        self._no_eta_warned[key] = now
+        logger.warning(
+            "no ETA for job %s of org %s: contractor %s at (%.6f, %.6f) %s",
+            request.job.id, request.org, request.job.contractor_id,
+            request.ping.lat, request.ping.lon, reason,
+        )  # fmt: skip
 
     def _record(
         self,
@@ -176,12 +203,16 @@ class EtaService:
         batch: Batch,
     ) -> EtaUpdate:
         org, job, ping = request.org, request.job, request.ping
-        smoother = (
-            WindowSmoother.from_dict(orjson.loads(request.smoother_state))
-            if request.smoother_state
-            else WindowSmoother()
-        )
+        smoother = self._smoothers.get((org, job.id), request.smoother_state)
+        if smoother is None:
+            smoother = (
+                WindowSmoother.from_dict(orjson.loads(request.smoother_state))
+                if request.smoother_state
+                else WindowSmoother()
+            )
         window = smoother.update(ping.t, eta_s, model, self.confidence)
+        encoded_smoother = orjson.dumps(smoother.to_dict())
+        self._smoothers.put((org, job.id), encoded_smoother, smoother)
         awin = {
             "earliest_t": window.earliest_t,
             "latest_t": window.latest_t,
@@ -191,7 +222,7 @@ class EtaService:
             "eta_s": repr(eta_s),
             "eta_t": repr(ping.t),
             "awin": orjson.dumps(awin),
-            "smoother": orjson.dumps(smoother.to_dict()),
+            "smoother": encoded_smoother,
             **request.extra_fields,
         }
         message: dict[str, Any] = {"type": "job", "job": None, "awin": awin}
@@ -200,6 +231,7 @@ class EtaService:
             self._route_t[route_key] = ping.t
             if len(self._route_t) > TREE_CACHE_SIZE * 4:
                 self._route_t.clear()
+                self._predictions_written.clear()
             points = tree.route_for_snap(snap)
             if points is not None:
                 route = [[round(lat, 6), round(lon, 6)] for lat, lon in points]
@@ -210,7 +242,12 @@ class EtaService:
         job_key = keys.job(org, job.id)
         batch.hset(job_key, fields)
         batch.command("RPUSH", job_key + ":pred", orjson.dumps({"t": ping.t, "eta_s": eta_s, **awin}))
-        batch.command("LTRIM", job_key + ":pred", -MAX_PREDICTIONS, -1)
+        # Trimmed every TRIM_EVERY predictions of this process, so the log
+        # keeps about MAX_PREDICTIONS entries and one LTRIM serves many pings.
+        written = self._predictions_written.get(route_key, 0) + 1
+        self._predictions_written[route_key] = written
+        if written % TRIM_EVERY == 1:
+            batch.command("LTRIM", job_key + ":pred", -MAX_PREDICTIONS, -1)
         job.eta_s, job.eta_t, job.arrival_window = eta_s, ping.t, awin
         message["job"] = job.public()
         batch.publish(org, message)

@@ -172,9 +172,25 @@ def window_json(window: dict[str, float] | None) -> dict[str, Any] | None:
     }
 
 
+#: Job hash fields that get_many_orgs reads: all but the route, which can
+#: be several kilobytes and only the tracking view needs.
+LOADED_FIELDS = (
+    "doc", "status", "visit", "flags", "eta_s", "eta_t", "awin",
+    "det", "det_t", "en_route_t", "smoother",
+)  # fmt: skip
+LOADED_FIELD_NAMES = tuple(name.encode() for name in LOADED_FIELDS)
+
+
+@functools.lru_cache(maxsize=10_000)
+def _document(raw: bytes) -> dict[str, Any]:
+    # Cached, since every ping of a job reads the job again: the result is
+    # shared, so callers must not change it (a job's document never changes).
+    return orjson.loads(raw)  # type: ignore[no-any-return]
+
+
 def job_from_hash(raw: dict[bytes, bytes], *, with_route: bool = False) -> Job:
     """Rebuild a job from its Redis hash; the stored route only when asked for."""
-    doc = orjson.loads(raw[b"doc"])
+    doc = _document(raw[b"doc"])
     job = Job(
         id=doc["id"],
         contractor_id=doc["contractor_id"],
@@ -288,18 +304,21 @@ class JobStore:
     ) -> list[list[tuple[Job, dict[bytes, bytes]]]]:
         """Load the jobs of several (organisation, job ids) pairs in one round trip.
 
-        Returns one list per pair, each with the jobs found and their raw hashes.
+        Returns one list per pair, each with the jobs found and their hash
+        fields in ``LOADED_FIELDS`` (the stored route is left out).
         """
         commands = [
-            ("HGETALL", keys.job(org, job_id)) for org, job_ids in requests for job_id in job_ids
+            ("HMGET", keys.job(org, job_id), *LOADED_FIELDS)
+            for org, job_ids in requests
+            for job_id in job_ids
         ]
         replies = iter(await self.commands.execute(commands))
         found: list[list[tuple[Job, dict[bytes, bytes]]]] = []
         for _, job_ids in requests:
             jobs = []
             for reply in itertools.islice(replies, len(job_ids)):
-                raw = self.commands.hgetall_reply(reply)
-                if raw and b"doc" in raw and b"status" in raw:
+                raw = {name: value for name, value in zip(LOADED_FIELD_NAMES, reply) if value is not None}
+                if b"doc" in raw and b"status" in raw:
                     jobs.append((job_from_hash(raw), raw))
             found.append(jobs)
         return found

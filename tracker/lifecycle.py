@@ -35,7 +35,7 @@ from geofence.detection import (
 from geofence.errors import InvalidFenceError
 from geofence.fences import Fence, fence_from_site
 from tracker import keys
-from tracker.batch import Batch
+from tracker.batch import Batch, ReadBackCache
 from tracker.etas import EtaRequest, EtaService, EtaUpdate
 from tracker.jobs import (
     ACTIVE_STATUSES,
@@ -92,7 +92,7 @@ class _Frame:
 
 @dataclass(slots=True)
 class _AfterEta:
-    """What a job needs once its ETA is known: flags and the device's interval."""
+    """A job's remaining steps once its ETA is known: flags and the device's interval."""
 
     org: str
     job: Job
@@ -140,6 +140,8 @@ class Lifecycle:
             max_speed_mps=settings.max_speed_mps,
         )
         self._fences: dict[tuple[str, str], Fence] = {}
+        # Detector states as last written, so reading them back costs no decoding.
+        self._states: ReadBackCache[DetectionState] = ReadBackCache()
         self._queue: list[tuple[_Frame, asyncio.Future[None]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -238,9 +240,9 @@ class Lifecycle:
     async def run_batch(self, frames: list[_Frame]) -> None:
         """Publish new positions and advance the jobs of a batch of stored frames.
 
-        Reads all jobs in one round trip and writes ETAs, detector states
-        and live messages in another; status changes, late-ping replays and
-        arrivals add their own.
+        All jobs are read in one round trip, and ETAs, detector states and
+        live messages are written in another. Status changes, late-ping
+        replays and arrivals add round trips of their own.
         """
         work = _Work(Batch(self.jobs.commands))
         batch = work.batch
@@ -293,7 +295,10 @@ class Lifecycle:
         work: _Work,
     ) -> None:
         fence = self.fence_for(org, job)
-        state = DetectionState.from_dict(orjson.loads(raw[b"det"])) if raw.get(b"det") else DetectionState()
+        raw_state = raw.get(b"det")
+        state = self._states.get((org, job.id), raw_state)
+        if state is None:
+            state = DetectionState.from_dict(orjson.loads(raw_state)) if raw_state else DetectionState()
         last_t = float(raw[b"det_t"]) if raw.get(b"det_t") else None
         en_route_t = float(raw.get(b"en_route_t", b"0") or 0)
 
@@ -308,7 +313,9 @@ class Lifecycle:
             state, found = step(state, fix_of(ping), fence, self.config)
             events.extend((event, ping) for event in found)
         new_last_t = max([p.t for p in pings], default=last_t or 0.0)
-        detection: dict[str, Any] = {"det": orjson.dumps(state.to_dict()), "det_t": repr(new_last_t)}
+        encoded_state = orjson.dumps(state.to_dict())
+        self._states.put((org, job.id), encoded_state, state)
+        detection: dict[str, Any] = {"det": encoded_state, "det_t": repr(new_last_t)}
         if events:
             # Store the detector before the status changes it caused.
             await self.client.hset(keys.job(org, job.id), mapping=detection)

@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 
 from tracker import keys
 from tracker.batch import BATCH_MESSAGE, Batch, encode_messages
-from tracker.store import CommandPipe, connect
+from tracker.store import CommandPipe, connect, pack_command
 
 
 def unique(prefix: str) -> str:
@@ -30,17 +30,17 @@ async def test_command_pipe_returns_replies_in_order(redis_url: str) -> None:
     assert replies[2] == b"3.5"
 
 
-async def test_command_pipe_hgetall_as_dict(redis_url: str) -> None:
+async def test_command_pipe_hmget_missing_is_none(redis_url: str) -> None:
     client = connect(redis_url)
     commands = CommandPipe(client)
     key = unique("hash")
     try:
         await commands.execute([("HSET", key, "a", b"1", "b", "two")])
-        (reply,) = await commands.execute([("HGETALL", key)])
+        (reply,) = await commands.execute([("HMGET", key, "b", "missing", "a")])
     finally:
         await commands.aclose()
         await client.aclose()
-    assert commands.hgetall_reply(reply) == {b"a": b"1", b"b": b"two"}
+    assert reply == [b"two", None, b"1"]
 
 
 async def test_command_pipe_error_names_command(redis_url: str) -> None:
@@ -107,3 +107,17 @@ async def test_batch_writes_then_publishes_per_org(redis_url: str) -> None:
     assert stored == b"12.5"
     assert received[keys.live_channel(org_a)]["messages"] == [{"n": 1}, {"n": 2}]
     assert received[keys.live_channel(org_b)] == {"n": 3}
+
+
+class Label(str):
+    """A str subclass, like the values of some enums."""
+
+
+@pytest.mark.parametrize(
+    ("argument", "encoded"),
+    [("héllo", "héllo".encode()), (b"\x00raw", b"\x00raw"), (7, b"7"), (0.1, b"0.1"),
+     (Label("sub"), b"sub"), (bytearray(b"ba"), b"ba")],
+)  # fmt: skip
+def test_pack_command_encodes_each_kind(argument: object, encoded: bytes) -> None:
+    packed = pack_command(["SET", argument])
+    assert packed == b"*2\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(encoded), encoded)
