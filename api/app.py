@@ -52,7 +52,9 @@ async def start_services(runtime: Runtime) -> None:
 
     settings = runtime.settings
     etas = await EtaService.create(runtime.redis, settings.graph, settings.graph_cache_dir)
-    lifecycle = Lifecycle(runtime.redis, settings, etas)
+    # The lifecycle writes on the ping writer's connection, so Redis runs a
+    # batch's writes before the ingest of any frame received after it.
+    lifecycle = Lifecycle(runtime.redis, settings, etas, commands=runtime.writer.command_pipe())
     runtime.ingest.observers.append(lifecycle.on_pings)
     hub = LiveHub(runtime.redis)
     webhooks = Webhooks(runtime.redis)

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from tracker.store import PingWriter, connect
 # to south (60.164-60.179) and 1 km east to west (24.935-24.953).
 CENTRE = (60.1716, 24.9443)
 SETUP_CONCURRENCY = 50
+CONNECT_S = 3.0
 
 
 def iso(t: float) -> str:
@@ -97,19 +99,33 @@ async def create_watched_jobs(redis_url: str, base_url: str, count: int) -> tupl
     return org.api_key, [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _device_process(ws_url: str, tokens: list[str], rate: float, duration_s: float, pipe: Any) -> None:
-    pipe.send(uvloop.run(_drive_devices(ws_url, tokens, rate, duration_s)))
+@dataclass(frozen=True)
+class Schedule:
+    """Unix times of one latency run: devices send from ``start_t`` to ``end_t``.
+
+    Only what happens from ``measure_t`` on counts, so connecting and the
+    first ping of each job (which builds its route tree) stay out.
+    """
+
+    start_t: float
+    measure_t: float
+    end_t: float
 
 
-async def _drive_devices(ws_url: str, tokens: list[str], rate: float, duration_s: float) -> int:
-    """Send pings until the deadline; return how many were acknowledged."""
+def _device_process(ws_url: str, tokens: list[str], rate: float, schedule: Schedule, pipe: Any) -> None:
+    pipe.send(uvloop.run(_drive_devices(ws_url, tokens, rate, schedule)))
+
+
+async def _drive_devices(
+    ws_url: str, tokens: list[str], rate: float, schedule: Schedule
+) -> list[float]:
+    """Send pings until the end of the schedule; return the ack latencies of the measured part."""
     period_s = len(tokens) / rate
     rng = random.Random(7)
-    deadline = time.time() + duration_s
-    acknowledged = 0
+    deadline = schedule.end_t
+    ack_latencies: list[float] = []
 
     async def device(token: str) -> None:
-        nonlocal acknowledged
         # Each device circles 200-650 m north-south and 130-400 m east-west
         # of the site, a few metres per ping, inside the graph's area.
         radius = rng.uniform(0.002, 0.006)
@@ -117,7 +133,7 @@ async def _drive_devices(ws_url: str, tokens: list[str], rate: float, duration_s
         async with websockets.connect(
             f"{ws_url}/v1/devices/stream", additional_headers={"Authorization": f"Bearer {token}"}
         ) as connection:
-            await asyncio.sleep(rng.uniform(0, period_s))
+            await asyncio.sleep(max(0.0, schedule.start_t - time.time()) + rng.uniform(0, period_s))
             while time.time() < deadline:
                 started = time.time()
                 angle += 0.002
@@ -125,28 +141,26 @@ async def _drive_devices(ws_url: str, tokens: list[str], rate: float, duration_s
                        "lon": CENTRE[1] + 1.2 * radius * math.sin(angle), "acc": 6.0}  # fmt: skip
                 await connection.send(orjson.dumps(fix).decode())
                 await connection.recv()
-                acknowledged += 1
+                if started >= schedule.measure_t:
+                    ack_latencies.append(time.time() - started)
                 await asyncio.sleep(max(0.0, period_s - (time.time() - started)))
 
     results = await asyncio.gather(*(device(token) for token in tokens), return_exceptions=True)
     failures = [result for result in results if isinstance(result, Exception)]
     if failures:
         print(f"{len(failures)} devices failed, first: {failures[0]!r}", flush=True)
-    return acknowledged
+    return ack_latencies
 
 
-def _customer_process(ws_url: str, shares: list[str], warmup_s: float, duration_s: float, pipe: Any) -> None:
-    pipe.send(uvloop.run(_watch(ws_url, shares, warmup_s, duration_s)))
+def _customer_process(ws_url: str, shares: list[str], schedule: Schedule, pipe: Any) -> None:
+    pipe.send(uvloop.run(_watch(ws_url, shares, schedule)))
 
 
-async def _watch(
-    ws_url: str, shares: list[str], warmup_s: float, duration_s: float
-) -> tuple[list[float], int]:
-    """Return the latencies of position updates after the warm-up, and how many carried an ETA."""
+async def _watch(ws_url: str, shares: list[str], schedule: Schedule) -> tuple[list[float], int]:
+    """Return the latencies of position updates sent from the measured part on, and how many carried an ETA."""
     latencies: list[float] = []
     with_eta = 0
-    start_at = time.time() + warmup_s
-    deadline = time.time() + duration_s
+    deadline = schedule.end_t + 2.0  # updates still on their way at the end
 
     async def customer(token: str) -> None:
         nonlocal with_eta
@@ -159,7 +173,7 @@ async def _watch(
                 received = time.time()
                 message = orjson.loads(raw)
                 position = message.get("position") if message.get("type") == "update" else None
-                if position and received >= start_at:
+                if position and position["t"] >= schedule.measure_t:
                     latencies.append(received - position["t"])
                     with_eta += message.get("eta_s") is not None
 
@@ -234,27 +248,33 @@ def run(
         with server_process(target.url, Path(work), workers) as (base_url, server):
             ws_url = base_url.replace("http", "ws", 1)
             _, tokens, shares = asyncio.run(create_watched_jobs(target.url, base_url, jobs))
+            # Customers and devices get CONNECT_S to connect; the first
+            # quarter of the load (at most 5 s) is a warm-up.
+            start_t = time.time() + CONNECT_S
+            schedule = Schedule(start_t, start_t + min(5.0, duration_s / 4), start_t + duration_s)
             receiver, sender = multiprocessing.Pipe(duplex=False)
-            warmup_s = min(5.0, duration_s / 4)
             customers = multiprocessing.Process(
-                target=_customer_process, args=(ws_url, shares, warmup_s, duration_s + 2, sender)
+                target=_customer_process, args=(ws_url, shares, schedule, sender)
             )
-            customers.start()
-            time.sleep(2.0)
             acks, acks_sender = multiprocessing.Pipe(duplex=False)
             devices = multiprocessing.Process(
-                target=_device_process, args=(ws_url, tokens, rate, duration_s, acks_sender)
+                target=_device_process, args=(ws_url, tokens, rate, schedule, acks_sender)
             )
-            cpu_before_s = tree_cpu_s(server)
+            customers.start()
             devices.start()
-            acknowledged = acks.recv()
-            devices.join()
+            time.sleep(max(0.0, schedule.measure_t - time.time()))
+            cpu_before_s = tree_cpu_s(server)
+            time.sleep(max(0.0, schedule.end_t - time.time()))
             server_cpu_s = tree_cpu_s(server) - cpu_before_s
+            ack_latencies = acks.recv()
+            acknowledged = len(ack_latencies)
+            devices.join()
             latencies, with_eta = receiver.recv()
             customers.join()
-            measured_s = duration_s - warmup_s
+            measured_s = schedule.end_t - schedule.measure_t
             print(
-                f"{acknowledged} pings acknowledged ({acknowledged / duration_s:.0f}/s); "
+                f"{acknowledged} pings acknowledged ({acknowledged / measured_s:.0f}/s); "
+                f"ack p50 {statistics.median(ack_latencies) * 1000:.1f} ms; "
                 f"server CPU {server_cpu_s:.1f} s, {server_cpu_s / max(acknowledged, 1) * 1e6:.0f} µs "
                 "per ping with its fan-out",
                 flush=True,

@@ -174,6 +174,7 @@ def snap_point(
     heading_deg: float | None = None,
     speed_mps: float | None = None,
     max_distance_m: float = DEFAULT_MAX_DISTANCE_M,
+    warn: bool = True,
 ) -> Snap | None:
     """Snap one ping to the nearest drivable edge.
 
@@ -190,11 +191,13 @@ def snap_point(
         Device speed in m/s.
     max_distance_m
         Pings farther than this from every road are off the network.
+    warn
+        Log a WARNING when the ping is off the network.
 
     Returns
     -------
     Snap or None
-        None, with a WARNING log, when the ping is off the network.
+        None when the ping is off the network.
 
     Raises
     ------
@@ -208,18 +211,21 @@ def snap_point(
     # a ping outside the graph's box plus the snapping distance cannot snap
     box_distance_m = _box_distance_m(graph, lat, lon, max_distance_m)
     if box_distance_m is not None:
-        logger.warning(
-            "%s", off_network_message(graph, lat, lon, box_distance_m, max_distance_m)
-        )
+        if warn:
+            logger.warning(
+                "%s",
+                off_network_message(graph, lat, lon, box_distance_m, max_distance_m),
+            )
         return None
 
     x, y = graph.transformer.transform(lon, lat)
     index: SegmentIndex = graph.segment_index
     nearest = index.nearest_one(x, y, max_distance_m)
     if nearest is None:
-        logger.warning(
-            "%s", off_network_message(graph, lat, lon, math.nan, max_distance_m)
-        )
+        if warn:
+            logger.warning(
+                "%s", off_network_message(graph, lat, lon, math.nan, max_distance_m)
+            )
         return None
 
     segment, nearest_m = nearest

@@ -9,7 +9,8 @@ one per ping.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import asyncio
+from collections.abc import Awaitable, Hashable
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -48,7 +49,15 @@ class Batch:
         self.messages.setdefault(org, []).append(message)
 
     async def execute(self) -> None:
-        """Send the commands, then the live messages."""
+        """Send the commands, then the live messages, and wait for Redis to reply."""
+        await (await self.send())
+
+    async def send(self) -> Awaitable[Any]:
+        """Send the commands, then the live messages; return an awaitable of the replies.
+
+        On a RedisPipe connection this returns once the commands are
+        written, before Redis has run them.
+        """
         payloads = [
             ("PUBLISH", keys.live_channel(org), encode_messages(messages))
             for org, messages in self.messages.items()
@@ -58,8 +67,8 @@ class Batch:
             await self.commands.execute(self.queued)
             for _, channel, payload in payloads:
                 await self.commands.client.publish(channel, payload)
-        else:
-            await self.commands.execute([*self.queued, *payloads])
+            return asyncio.sleep(0)
+        return await self.commands.send([*self.queued, *payloads])
 
 
 def encode_messages(messages: list[Any]) -> bytes:

@@ -15,7 +15,9 @@
 --   h  stored in history only: older than the latest position
 --   j  stored in history only: it implies a jump faster than the limit
 --      from the latest position and no second fix has confirmed it yet
--- The reply is {statuses, open job ids, interval advice}.
+-- The reply is {statuses, active job ids, interval advice, job fields}: the
+-- last holds, per active job, its hash fields named in JOB_FIELDS, so the
+-- lifecycle needs no read of its own.
 
 local dev, hist, cells, heat = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local device_id = ARGV[1]
@@ -24,6 +26,9 @@ local max_speed_mps = tonumber(ARGV[3])
 local confirm_window_s = tonumber(ARGV[4])
 
 local EARTH_RADIUS_M = 6371008.8
+-- keys.JOB_LOADED_FIELDS, in the same order.
+local JOB_FIELDS = {'doc', 'status', 'visit', 'flags', 'eta_s', 'eta_t', 'awin',
+                    'det', 'det_t', 'en_route_t', 'smoother'}
 -- The history key's expiry is pushed forward only when it has dropped this
 -- far below the retention, so a steady stream of pings sends one EXPIRE a
 -- minute rather than one per frame.
@@ -163,4 +168,14 @@ if max_t ~= nil then
   end
 end
 
-return {statuses, state[5] or '', state[6] or ''}
+-- Job keys share the device key's hash tag, so they live on the same slot.
+local job_fields = {}
+if state[5] and state[5] ~= '' then
+  local org_prefix = string.sub(dev, 1, #dev - #device_id - #'dev:')
+  for job_id in string.gmatch(state[5], '[^,]+') do
+    job_fields[#job_fields + 1] = redis.call('HMGET', org_prefix .. 'job:' .. job_id,
+                                             unpack(JOB_FIELDS))
+  end
+end
+
+return {statuses, state[5] or '', state[6] or '', job_fields}

@@ -172,13 +172,13 @@ def window_json(window: dict[str, float] | None) -> dict[str, Any] | None:
     }
 
 
-#: Job hash fields that get_many_orgs reads: all but the route, which can
-#: be several kilobytes and only the tracking view needs.
-LOADED_FIELDS = (
-    "doc", "status", "visit", "flags", "eta_s", "eta_t", "awin",
-    "det", "det_t", "en_route_t", "smoother",
-)  # fmt: skip
+LOADED_FIELDS = keys.JOB_LOADED_FIELDS
 LOADED_FIELD_NAMES = tuple(name.encode() for name in LOADED_FIELDS)
+
+
+def loaded_fields(values: list[bytes | None]) -> dict[bytes, bytes]:
+    """Return an HMGET reply of ``LOADED_FIELDS`` as a dict without the missing fields."""
+    return {name: value for name, value in zip(LOADED_FIELD_NAMES, values) if value is not None}
 
 
 @functools.lru_cache(maxsize=10_000)
@@ -317,7 +317,7 @@ class JobStore:
         for _, job_ids in requests:
             jobs = []
             for reply in itertools.islice(replies, len(job_ids)):
-                raw = {name: value for name, value in zip(LOADED_FIELD_NAMES, reply) if value is not None}
+                raw = loaded_fields(reply)
                 if b"doc" in raw and b"status" in raw:
                     jobs.append((job_from_hash(raw), raw))
             found.append(jobs)

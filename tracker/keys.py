@@ -126,6 +126,15 @@ def job(org: str, job_id: str) -> str:
     return f"{{{org}}}:job:{job_id}"
 
 
+#: Job hash fields that the lifecycle reads with every ping: all but the
+#: route, which can be several kilobytes and only the tracking view needs.
+#: ingest.lua returns them for the device's active jobs, in this order.
+JOB_LOADED_FIELDS = (
+    "doc", "status", "visit", "flags", "eta_s", "eta_t", "awin",
+    "det", "det_t", "en_route_t", "smoother",
+)  # fmt: skip
+
+
 def job_events(org: str, job_id: str) -> str:
     return f"{{{org}}}:job:{job_id}:events"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +45,12 @@ from tracker.jobs import (
     Job,
     JobStatus,
     JobStore,
+    job_from_hash,
+    loaded_fields,
 )
 from tracker.pings import Ping
 from tracker.settings import Settings
-from tracker.store import RedisClient, StoreResult
+from tracker.store import CommandPipe, RedisClient, StoreResult
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,22 @@ class _Work:
     followups: list[_AfterEta] = field(default_factory=list)
 
 
+def _log_batch_failure(frames: list[_Frame]) -> None:
+    devices = sorted({f"{frame.org}/{frame.device_id}" for frame in frames})
+    logger.exception(
+        "job lifecycle batch of %d frames failed; devices %s",
+        len(frames), ", ".join(devices[:20]),
+    )  # fmt: skip
+
+
+async def _confirm(replies: Awaitable[Any], frames: list[_Frame]) -> None:
+    """Wait for Redis's replies to a batch's writes and log a failure."""
+    try:
+        await replies
+    except Exception:  # noqa: BLE001 - logged with the devices involved
+        _log_batch_failure(frames)
+
+
 def ping_summary(ping: Ping) -> dict[str, float]:
     """Return the ping fields that a timeline event shows."""
     summary = {"t": ping.t, "lat": ping.lat, "lon": ping.lon}
@@ -127,10 +146,12 @@ class Lifecycle:
         settings: Settings,
         etas: EtaService,
         config: DetectionConfig | None = None,
+        commands: CommandPipe | None = None,
     ) -> None:
+        """Build on ``client``; ``commands`` is the pipe for batch writes (the ping writer's, in a server)."""
         self.client = client
         self.settings = settings
-        self.jobs = JobStore(client)
+        self.jobs = JobStore(client, commands)
         self.etas = etas
         self.config = config or DetectionConfig(
             arrival_dwell_s=settings.geofence_dwell_s,
@@ -143,12 +164,14 @@ class Lifecycle:
         # Detector states as last written, so reading them back costs no decoding.
         self._states: ReadBackCache[DetectionState] = ReadBackCache()
         self._queue: list[tuple[_Frame, asyncio.Future[None]]] = []
+        self._confirming: set[asyncio.Task[None]] = set()
         self._drainer: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         """Finish the batch in progress and close the own Redis connection."""
-        if self._drainer is not None:
-            await asyncio.wait([self._drainer], timeout=5.0)
+        pending = [task for task in (self._drainer, *self._confirming) if task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
         await self.jobs.commands.aclose()
 
     def fence_for(self, org: str, job: Job) -> Fence:
@@ -219,30 +242,37 @@ class Lifecycle:
 
     async def _drain(self) -> None:
         # Frames queued while a batch runs form the next batch, so batches
-        # grow with the load and a busy server makes fewer round trips.
+        # grow with the load. The acks don't wait for Redis's replies to the
+        # batch's writes: the writes go out on the ping writer's connection,
+        # so Redis runs them before the ingest of any later frame.
         try:
             while self._queue:
                 queued, self._queue = self._queue, []
+                frames = [frame for frame, _ in queued]
                 try:
-                    await self.run_batch([frame for frame, _ in queued])
-                except Exception:
-                    devices = sorted({f"{frame.org}/{frame.device_id}" for frame, _ in queued})
-                    logger.exception(
-                        "job lifecycle batch of %d frames failed; devices %s",
-                        len(queued), ", ".join(devices[:20]),
-                    )
+                    replies = await self.run_batch(frames)
+                except Exception:  # noqa: BLE001 - logged; the pings are stored, so the acks go out
+                    _log_batch_failure(frames)
+                else:
+                    confirm = asyncio.get_running_loop().create_task(_confirm(replies, frames))
+                    self._confirming.add(confirm)
+                    confirm.add_done_callback(self._confirming.discard)
                 for _, done in queued:
                     if not done.done():
                         done.set_result(None)
         finally:
             self._drainer = None
 
-    async def run_batch(self, frames: list[_Frame]) -> None:
+    async def run_batch(self, frames: list[_Frame]) -> Awaitable[Any]:
         """Publish new positions and advance the jobs of a batch of stored frames.
 
-        All jobs are read in one round trip, and ETAs, detector states and
-        live messages are written in another. Status changes, late-ping
-        replays and arrivals add round trips of their own.
+        Returns once the batch's writes are sent, with an awaitable of
+        Redis's replies to them.
+
+        The jobs come with the frames (the ingest script reads them), and
+        ETAs, detector states and live messages are written in one round
+        trip. Status changes, late-ping replays and arrivals add round trips
+        of their own.
         """
         work = _Work(Batch(self.jobs.commands))
         batch = work.batch
@@ -267,12 +297,15 @@ class Lifecycle:
             if usable:
                 advancing.append((frame, usable))
         if advancing:
-            requested = [(frame.org, frame.result.open_jobs) for frame, _ in advancing]
-            loaded = await self.jobs.get_many_orgs(requested)
-            # Sequential awaits: a job that needs no round trip of its own
-            # (most of them) never suspends, which costs less than a task.
-            for (frame, pings), found in zip(advancing, loaded):
-                for job, raw in found:
+            # The ingest script returned the jobs' fields, and sequential
+            # awaits cost less than tasks: a job that needs no round trip
+            # of its own (most of them) never suspends.
+            for frame, pings in advancing:
+                for values in frame.result.job_fields:
+                    raw = loaded_fields(values)
+                    if b"doc" not in raw or b"status" not in raw:
+                        continue
+                    job = job_from_hash(raw)
                     if job.status not in ACTIVE_STATUSES or job.contractor_id != frame.device_id:
                         continue
                     try:
@@ -283,7 +316,7 @@ class Lifecycle:
                             job.id, frame.org, frame.device_id,
                         )  # fmt: skip
             await self._refresh_etas(work)
-        await batch.execute()
+        return await batch.send()
 
     async def _advance(
         self,

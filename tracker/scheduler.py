@@ -103,8 +103,12 @@ class FlagScheduler:
         if not ids:
             return 0
         raised = 0
-        for job, _ in await self.jobs.get_many(org, ids):
-            device = await self.client.hmget(keys.device(org, job.contractor_id), "t", "interval")
+        jobs = [job for job, _ in await self.jobs.get_many(org, ids)]
+        # One round trip for every contractor's last fix time and interval.
+        devices = await self.jobs.commands.execute(
+            [("HMGET", keys.device(org, job.contractor_id), "t", "interval") for job in jobs]
+        )
+        for job, device in zip(jobs, devices):
             last_fix_t = float(device[0]) if device[0] else None
             interval_s = float(device[1]) if device[1] else self.settings.interval_moving_s
             for flag in due_flags(job, now, last_fix_t, interval_s):

@@ -25,8 +25,8 @@ import importlib.resources
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import hiredis
@@ -111,6 +111,9 @@ class StoreResult:
     statuses: str  # one letter per ping, see ingest.lua
     open_jobs: list[str]
     interval_s: float | None
+    #: Per entry of open_jobs: its hash fields named in keys.JOB_LOADED_FIELDS
+    #: as read by the script (None where missing).
+    job_fields: list[list[bytes | None]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -264,13 +267,32 @@ class RedisPipe(asyncio.Protocol):
             When the replies take over ``PIPELINE_REPLY_TIMEOUT_S``; the
             connection is closed, since later replies would be misaligned.
         """
-        if self.closed or self._transport is None:
-            raise RedisConnectionError("connection to redis is closed")
         if count == 0:
             return []
+        return await self.wait(self.submit(payload, count, on_reply), count)
+
+    def submit(
+        self,
+        payload: bytes,
+        count: int,
+        on_reply: Callable[[int, Any], None] | None = None,
+    ) -> asyncio.Future[list[Any]]:
+        """Write an encoded pipeline now; return the future of its replies.
+
+        Raises
+        ------
+        redis.exceptions.ConnectionError
+            When the connection is closed.
+        """
+        if self.closed or self._transport is None:
+            raise RedisConnectionError("connection to redis is closed")
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending.append(_PendingPipeline(count, future, on_reply))
         self._transport.write(payload)
+        return future
+
+    async def wait(self, future: asyncio.Future[list[Any]], count: int) -> list[Any]:
+        """Return the replies of a submitted pipeline; see :meth:`execute` for errors."""
         try:
             async with asyncio.timeout(PIPELINE_REPLY_TIMEOUT_S):
                 return await future
@@ -315,18 +337,32 @@ def pack_command(args: Sequence[Argument]) -> bytes:
     return b"".join(parts)
 
 
+def _done(replies: list[Any]) -> asyncio.Future[list[Any]]:
+    future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    future.set_result(replies)
+    return future
+
+
 class CommandPipe:
     """Run lists of plain commands as pipelines, on a connection of its own when possible.
 
     On a single server over plain TCP or a Unix socket the commands go out
     as one buffer on a :class:`RedisPipe` and hiredis parses the replies.
-    That costs a fraction of a redis-py pipeline, which other clients use. Use commands whose replies redis-py leaves as they
-    come (not HGETALL, which it turns into a dict).
+    That costs a fraction of a redis-py pipeline, which other clients use.
+    Use commands whose replies redis-py leaves as they come (not HGETALL,
+    which it turns into a dict). Pipelines on one CommandPipe run in the
+    order they were sent.
     """
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        connection: Callable[[], Awaitable[RedisPipe]] | None = None,
+    ) -> None:
+        """Use ``client``'s server; ``connection`` returns a shared connection to use instead of an own one."""
         self.client = client
         self._params = _pipe_params(client)
+        self._connection = connection
         self._pipe: RedisPipe | None = None
         self._lock = asyncio.Lock()
 
@@ -340,19 +376,38 @@ class CommandPipe:
         redis.exceptions.ConnectionError
             When the connection is lost; the commands may have run or not.
         """
+        return await (await self.send(commands))
+
+    async def send(self, commands: Sequence[Sequence[Argument]]) -> Awaitable[list[Any]]:
+        """Write ``commands`` as one pipeline; return an awaitable of their replies.
+
+        On a RedisPipe connection this returns as soon as the commands are
+        written, so the caller may go on before Redis replies. Through
+        redis-py it returns after the replies. Awaiting the result raises
+        like :meth:`execute`.
+        """
         if not commands:
-            return []
+            return _done([])
         if self._params is None:
             pipe = self.client.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command)
-            return await pipe.execute()  # type: ignore[no-any-return]
+            return _done(await pipe.execute())
         payload = b"".join([pack_command(command) for command in commands])
-        async with self._lock:
-            if self._pipe is None or self._pipe.closed:
-                self._pipe = await RedisPipe.open(self._params)
-            pipe = self._pipe
-        replies = await pipe.execute(payload, len(commands))
+        if self._connection is not None:
+            pipe = await self._connection()
+        else:
+            async with self._lock:
+                if self._pipe is None or self._pipe.closed:
+                    self._pipe = await RedisPipe.open(self._params)
+                pipe = self._pipe
+        future = pipe.submit(payload, len(commands))
+        return self._checked(commands, pipe.wait(future, len(commands)))
+
+    async def _checked(
+        self, commands: Sequence[Sequence[Argument]], replies_coroutine: Awaitable[list[Any]]
+    ) -> list[Any]:
+        replies = await replies_coroutine
         for command, reply in zip(commands, replies):
             if isinstance(reply, hiredis.ReplyError):
                 name = command[0].decode() if isinstance(command[0], bytes) else str(command[0])
@@ -360,7 +415,10 @@ class CommandPipe:
         return replies
 
     async def aclose(self) -> None:
-        """Close the own connection, if there is one."""
+        """Close the own connection, if there is one; pipelines in flight fail.
+
+        A shared connection stays open for its owner.
+        """
         if self._pipe is not None:
             self._pipe.close()
             self._pipe = None
@@ -463,6 +521,15 @@ class PingWriter:
             self._flush_scheduled = True
             loop.call_soon(self._start_flush)
         return await future
+
+    def command_pipe(self) -> CommandPipe:
+        """Return a CommandPipe on the writer's own connection (when it has one).
+
+        Redis runs commands sent through it after every frame written before
+        them and before every frame written after them.
+        """
+        connection = self._connected_pipe if self._pipe_params is not None else None
+        return CommandPipe(self.client, connection)
 
     async def aclose(self) -> None:
         """Close the writer's own Redis connection, if it has one."""
@@ -614,7 +681,7 @@ def _parse_reply(reply: list[Any]) -> StoreResult:
     statuses = b"".join(reply[0]).decode()
     jobs = [job for job in reply[1].decode().split(",") if job] if reply[1] else []
     interval = float(reply[2]) if reply[2] else None
-    return StoreResult(statuses, jobs, interval)
+    return StoreResult(statuses, jobs, interval, list(reply[3]) if len(reply) > 3 else [])
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:

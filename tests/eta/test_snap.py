@@ -99,6 +99,16 @@ def test_snap_far_ping_is_off_network(
     assert "more than 200 m from any drivable road" in caplog.text
 
 
+def test_snap_far_ping_without_warning_logs_nothing(
+    street: RoadGraph, caplog: pytest.LogCaptureFixture
+) -> None:
+    lat = 60.0 + 500 / METRES_PER_DEGREE_LAT
+    with caplog.at_level(logging.WARNING, logger="eta.snap"):
+        snap = snap_point(street, lat, 24.01, warn=False)
+    assert snap is None
+    assert caplog.records == []
+
+
 def test_snap_far_ping_within_larger_limit(street: RoadGraph) -> None:
     snap = snap_point(
         street, 60.0 + 500 / METRES_PER_DEGREE_LAT, 24.01, max_distance_m=1000.0
