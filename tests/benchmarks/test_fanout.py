@@ -8,7 +8,7 @@ from benchmarks import fanout
 
 
 @pytest.mark.timeout(300)
-def test_fanout_run_measures_updates_with_eta() -> None:
+def test_fanout_updates_carry_eta() -> None:
     rows = fanout.run(jobs=5, rate=25.0, duration_s=6.0, contractors=200, redis_url=None)
     latency = rows[0]
     assert latency["updates"] > 0
@@ -18,7 +18,7 @@ def test_fanout_run_measures_updates_with_eta() -> None:
 
 
 @pytest.mark.timeout(300)
-def test_fanout_run_times_heatmap_rows() -> None:
+def test_fanout_heatmap_rows() -> None:
     rows = fanout.run(jobs=2, rate=10.0, duration_s=4.0, contractors=500, redis_url=None)
     heat = [row for row in rows if row["measurement"].startswith("heatmap")]
     assert [row["measurement"] for row in heat] == [

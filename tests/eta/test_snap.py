@@ -99,7 +99,7 @@ def test_snap_far_ping_is_off_network(
     assert "more than 200 m from any drivable road" in caplog.text
 
 
-def test_snap_far_ping_without_warning_logs_nothing(
+def test_snap_point_warn_false_silent(
     street: RoadGraph, caplog: pytest.LogCaptureFixture
 ) -> None:
     lat = 60.0 + 500 / METRES_PER_DEGREE_LAT

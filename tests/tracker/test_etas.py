@@ -64,7 +64,7 @@ async def etas_for(redis_url: str, graph: RoadGraph, pings: list[Ping]) -> list[
     return [None if update is None else update.eta_s for update in updates]
 
 
-async def test_update_many_scalar_and_vector_snaps_agree(
+async def test_scalar_snaps_match_vector(
     redis_url: str, helsinki_graph: RoadGraph
 ) -> None:
     pings = ring(12)
@@ -75,7 +75,7 @@ async def test_update_many_scalar_and_vector_snaps_agree(
     assert together == alone
 
 
-async def test_update_many_off_network_warns_once_per_job(
+async def test_off_network_warns_once_per_job(
     redis_url: str, helsinki_graph: RoadGraph, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = connect(redis_url)
