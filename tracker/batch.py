@@ -78,6 +78,22 @@ def encode_messages(messages: list[Any]) -> bytes:
     return orjson.dumps({"type": BATCH_MESSAGE, "messages": messages})
 
 
+class BoundedCache(Generic[T]):
+    """A dict that starts over when it holds ``max_keys`` keys."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._items: dict[Hashable, T] = {}
+
+    def get(self, key: Hashable) -> T | None:
+        return self._items.get(key)
+
+    def put(self, key: Hashable, value: T) -> None:
+        if len(self._items) >= self.max_keys and key not in self._items:
+            self._items.clear()
+        self._items[key] = value
+
+
 class ReadBackCache(Generic[T]):
     """The last state this process wrote per key, with its encoded form.
 

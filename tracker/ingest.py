@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from tracker.pings import FrameError, Ping, TimeRules, parse_frame
 from tracker.settings import Settings
 from tracker.store import PingWriter, StoreResult, StoreUnavailableError
@@ -72,6 +74,14 @@ class Ingest:
         except StoreUnavailableError as error:
             self.counters.errors += 1
             return {"type": "error", "error": str(error), "retry": True}
+        except RedisError as error:
+            # The writer has logged the failure with the ids involved.
+            self.counters.errors += 1
+            return {
+                "type": "error",
+                "error": f"storing the pings failed ({error}); they were not stored, send them again",
+                "retry": True,
+            }
 
         accepted = len(result.statuses) - result.statuses.count("d")
         duplicates = len(result.statuses) - accepted

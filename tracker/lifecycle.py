@@ -36,7 +36,7 @@ from geofence.detection import (
 from geofence.errors import InvalidFenceError
 from geofence.fences import Fence, fence_from_site
 from tracker import keys
-from tracker.batch import Batch, ReadBackCache
+from tracker.batch import Batch, BoundedCache
 from tracker.etas import EtaRequest, EtaService, EtaUpdate
 from tracker.jobs import (
     ACTIVE_STATUSES,
@@ -104,6 +104,16 @@ class _AfterEta:
     update: EtaUpdate | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A detector state as this process last wrote it for a job."""
+
+    en_route_t: bytes  # the job hash's en_route_t then: a new dispatch changes it
+    det_t: float
+    encoded: bytes
+    state: DetectionState
+
+
 @dataclass(slots=True)
 class _Work:
     """The state of one batch between its steps."""
@@ -161,8 +171,8 @@ class Lifecycle:
             max_speed_mps=settings.max_speed_mps,
         )
         self._fences: dict[tuple[str, str], Fence] = {}
-        # Detector states as last written, so reading them back costs no decoding.
-        self._states: ReadBackCache[DetectionState] = ReadBackCache()
+        # Detector states as last written by this process, per job.
+        self._states: BoundedCache[_Written] = BoundedCache()
         self._queue: list[tuple[_Frame, asyncio.Future[None]]] = []
         self._confirming: set[asyncio.Task[None]] = set()
         self._drainer: asyncio.Task[None] | None = None
@@ -276,25 +286,36 @@ class Lifecycle:
         """
         work = _Work(Batch(self.jobs.commands))
         batch = work.batch
+        # Frames of one device in one batch (concurrent HTTP posts, or two
+        # connections during a reconnect) are merged. Their job fields were
+        # all read before the batch, so one by one the second would undo
+        # what the first found. The later frame's fields are the newest.
+        merged: dict[tuple[str, str], tuple[_Frame, list[Ping], Ping | None]] = {}
         for frame in frames:
-            latest = next((ping for ping, status in reversed(frame.stored) if status == "l"), None)
+            usable = [
+                ping
+                for ping, status in frame.stored
+                if status != "j" and (ping.acc is None or ping.acc <= MAX_USEFUL_ACCURACY_M)
+            ]
+            latest = max((ping for ping, status in frame.stored if status == "l"),
+                         key=lambda ping: ping.t, default=None)  # fmt: skip
+            key = (frame.org, frame.device_id)
+            if key in merged:
+                _, earlier, earlier_latest = merged[key]
+                usable = sorted([*earlier, *usable], key=lambda ping: ping.t)
+                if latest is None or (earlier_latest is not None and earlier_latest.t > latest.t):
+                    latest = earlier_latest
+            merged[key] = (frame, usable, latest)
+
+        advancing: list[tuple[_Frame, list[Ping]]] = []
+        for frame, usable, latest in merged.values():
             if latest is not None:
                 batch.publish(
                     frame.org,
                     {"type": "position", "contractor_id": frame.device_id,
                      "fix": orjson.Fragment(latest.to_json())},
                 )  # fmt: skip
-
-        advancing: list[tuple[_Frame, list[Ping]]] = []
-        for frame in frames:
-            if not frame.result.open_jobs:
-                continue
-            usable = [
-                ping
-                for ping, status in frame.stored
-                if status != "j" and (ping.acc is None or ping.acc <= MAX_USEFUL_ACCURACY_M)
-            ]
-            if usable:
+            if frame.result.open_jobs and usable:
                 advancing.append((frame, usable))
         if advancing:
             # The ingest script returned the jobs' fields, and sequential
@@ -328,11 +349,7 @@ class Lifecycle:
         work: _Work,
     ) -> None:
         fence = self.fence_for(org, job)
-        raw_state = raw.get(b"det")
-        state = self._states.get((org, job.id), raw_state)
-        if state is None:
-            state = DetectionState.from_dict(orjson.loads(raw_state)) if raw_state else DetectionState()
-        last_t = float(raw[b"det_t"]) if raw.get(b"det_t") else None
+        state, last_t = self._detection_state(org, job, raw)
         en_route_t = float(raw.get(b"en_route_t", b"0") or 0)
 
         if last_t is not None and pings[0].t <= last_t:
@@ -347,7 +364,9 @@ class Lifecycle:
             events.extend((event, ping) for event in found)
         new_last_t = max([p.t for p in pings], default=last_t or 0.0)
         encoded_state = orjson.dumps(state.to_dict())
-        self._states.put((org, job.id), encoded_state, state)
+        self._states.put(
+            (org, job.id), _Written(raw.get(b"en_route_t", b""), new_last_t, encoded_state, state)
+        )
         detection: dict[str, Any] = {"det": encoded_state, "det_t": repr(new_last_t)}
         if events:
             # Store the detector before the status changes it caused.
@@ -364,6 +383,28 @@ class Lifecycle:
             if detection:
                 work.batch.hset(keys.job(org, job.id), detection)
             work.followups.append(after)
+
+    def _detection_state(
+        self, org: str, job: Job, raw: dict[bytes, bytes]
+    ) -> tuple[DetectionState, float | None]:
+        """Return the job's detector state and the fix time it has seen.
+
+        The state this process wrote last is taken when Redis returned the
+        same bytes, which saves decoding them. It is also taken over an
+        older state of the same trip. That happens because a frame's job
+        fields are read when it is stored, which may be before an earlier
+        batch's writes ran.
+        """
+        raw_state = raw.get(b"det")
+        last_t = float(raw[b"det_t"]) if raw.get(b"det_t") else None
+        written = self._states.get((org, job.id))
+        if written is not None and written.en_route_t == raw.get(b"en_route_t", b""):
+            newer = last_t is None or last_t < written.det_t
+            if raw_state == written.encoded or newer:
+                return written.state, written.det_t
+        if raw_state:
+            return DetectionState.from_dict(orjson.loads(raw_state)), last_t
+        return DetectionState(), last_t
 
     async def _refresh_etas(self, work: _Work) -> None:
         """Refresh the ETAs the batch asked for, then run each job's follow-up."""
@@ -386,7 +427,7 @@ class Lifecycle:
         org, job, ping, update = after.org, after.job, after.ping, after.update
         if update is not None and ping is not None:
             await self._flag_late(org, job, ping, update)
-        if "stale" in job.flags and ping is not None:
+        if "stale" in job.flags and ping is not None and job.status in ACTIVE_STATUSES:
             flags = [flag for flag in job.flags if flag != "stale"]
             await self.jobs.transition(
                 org, job, None, Event("job.stale_cleared", ping.t, "ping", ping_summary(ping)),

@@ -34,6 +34,8 @@ import orjson
 
 MAX_BATCH_PINGS = 10_000
 MILLISECONDS_THRESHOLD_T = 1e11  # 5138-11-16 in seconds; 1973-03-03 in ms
+# Above this a time is neither seconds nor milliseconds (5138-11-16 in ms).
+OUT_OF_RANGE_T = 1e14
 EARLIEST_T = 946_684_800.0  # 2000-01-01T00:00:00Z
 STANDING_SPEED_MPS = 0.5
 
@@ -149,6 +151,8 @@ def _number(ping: dict[str, Any], name: str, required: bool) -> float | None:
 
 
 def _check_t(t: float, rules: TimeRules) -> None:
+    if t > OUT_OF_RANGE_T:
+        raise ValueError(f"t must be Unix seconds, got {t:g}, which is out of range")
     if t > MILLISECONDS_THRESHOLD_T:
         raise ValueError(
             f"t must be Unix seconds, got {t:.0f}, which looks like milliseconds"

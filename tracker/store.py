@@ -389,10 +389,10 @@ class CommandPipe:
         if not commands:
             return _done([])
         if self._params is None:
-            pipe = self.client.pipeline(transaction=False)
+            client_pipe = self.client.pipeline(transaction=False)
             for command in commands:
-                pipe.execute_command(*command)
-            return _done(await pipe.execute())
+                client_pipe.execute_command(*command)
+            return _done(await client_pipe.execute())
         payload = b"".join([pack_command(command) for command in commands])
         if self._connection is not None:
             pipe = await self._connection()
@@ -615,6 +615,8 @@ class PingWriter:
                 continue
             if isinstance(reply, TRANSIENT_ERRORS):
                 raise reply
+            if is_transient_reply(reply):
+                raise RedisConnectionError(f"redis is not ready: {reply}")
             if isinstance(reply, hiredis.ReplyError | ResponseError | Exception):
                 logger.error(
                     "ingest script failed for org %s device %s: %s",
@@ -675,6 +677,18 @@ class PingWriter:
                 assert self._pipe_params is not None
                 self._pipe = await RedisPipe.open(self._pipe_params)
             return self._pipe
+
+
+# Error replies of a server that is starting, busy or failing over: the
+# write is retried rather than failed.
+TRANSIENT_REPLY_PREFIXES = ("LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN ", "CLUSTERDOWN ")
+
+
+def is_transient_reply(reply: Any) -> bool:
+    """Return whether a reply is an error that a retry may clear (LOADING, BUSY, ...)."""
+    return isinstance(reply, hiredis.ReplyError | ResponseError) and str(reply).startswith(
+        TRANSIENT_REPLY_PREFIXES
+    )
 
 
 def _parse_reply(reply: list[Any]) -> StoreResult:

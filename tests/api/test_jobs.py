@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
-
 from support import Api, Device, ServerProcess, create_org, running_server
 
 # A site on a street inside the bundled Helsinki graph.
@@ -319,3 +320,47 @@ async def test_lifecycle_restart_mid_visit(tmp_path: Path, redis_url: str, graph
         kinds = [e["type"] for e in events_of(api, "j1")]
     assert kinds.count("job.arrived") == 1
     assert kinds.count("job.completed") == 1
+
+
+async def test_concurrent_frames_one_device_arrive(server: ServerProcess, api: Api) -> None:
+    # Two frames of one device stored at the same moment reach the same
+    # lifecycle batch; the second must not undo what the first found.
+    now = time.time()
+    inside = offset(SITE["lat"], SITE["lon"], 3.0, 2.0)
+    outside = offset(SITE["lat"], SITE["lon"], 400.0, 0.0)
+    tokens = {f"c{index}": api.contractor(f"c{index}") for index in range(16)}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+        for index, token in enumerate(tokens.values()):
+            job_id = f"j{index}"
+            api.post("/v1/jobs", job_body(job_id, f"c{index}", now - 3600, now + 3600))
+            api.post(f"/v1/jobs/{job_id}/dispatch", {"at": iso(now - 300)})
+            headers = {"Authorization": f"Bearer {token}"}
+
+            def frame(t: float, point: tuple[float, float]) -> dict:
+                return {"pings": [{"t": t, "lat": point[0], "lon": point[1], "acc": 5.0}]}
+
+            first = await http.post("/v1/pings", json=frame(now - 120, outside), headers=headers)
+            assert first.status_code == 200, first.text
+            replies = await asyncio.gather(
+                http.post("/v1/pings", json=frame(now - 60, inside), headers=headers),
+                http.post("/v1/pings", json=frame(now - 25, inside), headers=headers),
+            )
+            assert [reply.status_code for reply in replies] == [200, 200]
+    for index in range(16):
+        arrived = [e for e in events_of(api, f"j{index}") if e["type"] == "job.arrived"]
+        assert [event["t"] for event in arrived] == [pytest.approx(now - 60)], f"job j{index}"
+
+
+async def test_completed_job_gets_no_stale_cleared(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    t0 = time.time() - 1500
+    api.post("/v1/jobs", job_body("j1", "c1", t0, t0 + 7200))
+    api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
+    visit = scripted_visit(t0 + 60)
+    async with Device(server.ws_url, token) as device:
+        await device.send({"pings": visit[:20]})  # approach and arrive
+        # The last fix is old, so the scheduler flags the job stale at once.
+        assert wait_for(lambda: "stale" in api.get("/v1/jobs/j1").json()["flags"])
+        await device.send({"pings": visit[20:]})  # work and depart
+    kinds = [event["type"] for event in events_of(api, "j1")]
+    assert kinds[-1] == "job.completed", kinds

@@ -46,6 +46,7 @@ BAD_PINGS = [
     ({"lat": 60.1, "lon": 24.9}, "t is missing"),
     ({**GOOD, "t": "1793606400"}, "t must be a finite number, got '1793606400' (a string)"),
     ({**GOOD, "t": 1_793_606_380_000}, "t must be Unix seconds, got 1793606380000, which looks like milliseconds"),
+    ({**GOOD, "t": 1e300}, "t must be Unix seconds, got 1e+300, which is out of range"),
     ({**GOOD, "t": 1_793_606.39}, "t must be after 2000-01-01 (946684800), got 1793606.39; send Unix seconds"),
     ({**GOOD, "t": NOW + 3600}, "t must be at most 60 s ahead of the server clock, got 1793610000.0 (3600 s ahead)"),
     ({**GOOD, "t": NOW - 8 * 86400}, "t must be within the 7-day history window, got 1792915200.0 (8.0 days old)"),
