@@ -56,6 +56,7 @@ async def start_services(runtime: Runtime) -> None:
     # batch's writes before the ingest of any frame received after it.
     lifecycle = Lifecycle(runtime.redis, settings, etas, commands=runtime.writer.command_pipe())
     runtime.ingest.observers.append(lifecycle.on_pings)
+    runtime.writer.on_stored = lifecycle.prepare_batch
     hub = LiveHub(runtime.redis)
     webhooks = Webhooks(runtime.redis)
     scheduler = FlagScheduler(runtime.redis, lifecycle.jobs, settings)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ TRIM_EVERY = 50
 VECTOR_SNAP_MIN = 4
 # Lead times at which the window coverage of each arrival is recorded.
 COVERAGE_LEAD_TIMES_S = (60.0, 180.0, 300.0, 600.0)
-# A route is stored for display at most this often per job.
+# A route is stored for display about this often per job (0.5 to 1.5 times).
 ROUTE_REFRESH_S = 5.0
 # A job without an ETA (its contractor off the network) is logged at most
 # this often.
@@ -93,7 +94,7 @@ class EtaService:
         self.confidence = confidence
         self._trees: OrderedDict[tuple[str, str], DestinationTree | None] = OrderedDict()
         self._models: dict[str, tuple[float, ErrorModel]] = {}
-        self._route_t: dict[tuple[str, str], float] = {}
+        self._route_due_t: dict[tuple[str, str], float] = {}
         self._predictions_written: dict[tuple[str, str], int] = {}
         self._no_eta_warned: dict[tuple[str, str], float] = {}
         # Window smoothers as last written; update() changes them in place.
@@ -236,10 +237,12 @@ class EtaService:
         }
         message: dict[str, Any] = {"type": "job", "job": None, "awin": awin}
         route_key = (org, job.id)
-        if ping.t - self._route_t.get(route_key, 0.0) >= ROUTE_REFRESH_S:
-            self._route_t[route_key] = ping.t
-            if len(self._route_t) > TREE_CACHE_SIZE * 4:
-                self._route_t.clear()
+        if ping.t >= self._route_due_t.get(route_key, 0.0):
+            # A random spread of the refresh interval keeps jobs dispatched
+            # together from computing their routes in the same moment.
+            self._route_due_t[route_key] = ping.t + ROUTE_REFRESH_S * random.uniform(0.5, 1.5)
+            if len(self._route_due_t) > TREE_CACHE_SIZE * 4:
+                self._route_due_t.clear()
                 self._predictions_written.clear()
             points = tree.route_for_snap(snap)
             if points is not None:

@@ -235,6 +235,16 @@ class Lifecycle:
             current = (await self.jobs.get(org, job.id)).status.value
             raise InvalidTransitionError(job.id, current, JobStatus.CANCELLED.value)
 
+    def prepare_batch(self) -> None:
+        """Start the next batch in the coming event-loop turn, if none is running.
+
+        The ping writer calls this when Redis has stored a pipeline of
+        frames. The batch then runs right after the frames' handlers queue
+        them, one turn earlier than when the first of them starts it.
+        """
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
     async def on_pings(
         self, org: str, device_id: str, stored: list[tuple[Ping, str]], result: StoreResult
     ) -> None:

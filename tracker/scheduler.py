@@ -29,6 +29,8 @@ from tracker.store import TRANSIENT_ERRORS, RedisClient
 logger = logging.getLogger(__name__)
 
 TICK_S = 5.0
+# Open jobs checked per round trip.
+CHECK_CHUNK = 200
 STALE_INTERVALS = 3.0
 MIN_STALE_S = 60.0
 
@@ -103,8 +105,16 @@ class FlagScheduler:
         if not ids:
             return 0
         raised = 0
+        # In chunks, so a large organisation does not hold the event loop
+        # (and every live update waiting on it) for the whole check.
+        for start in range(0, len(ids), CHECK_CHUNK):
+            raised += await self._check_jobs(org, ids[start : start + CHECK_CHUNK], now)
+        return raised
+
+    async def _check_jobs(self, org: str, ids: list[str], now: float) -> int:
+        raised = 0
         jobs = [job for job, _ in await self.jobs.get_many(org, ids)]
-        # One round trip for every contractor's last fix time and interval.
+        # One round trip for the contractors' last fix times and intervals.
         devices = await self.jobs.commands.execute(
             [("HMGET", keys.device(org, job.contractor_id), "t", "interval") for job in jobs]
         )

@@ -25,7 +25,7 @@ import importlib.resources
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -450,8 +450,13 @@ class PingWriter:
         self._queue: list[_Call] = []
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
-        self._in_flight = asyncio.Semaphore(MAX_PIPELINES_IN_FLIGHT)
+        self._in_flight = 0
+        self._slot_freed = asyncio.Event()
         self._pipe_lock = asyncio.Lock()
+        #: Called once the replies of a pipeline have resolved its frames'
+        #: futures, before the writers resume: the lifecycle uses it to
+        #: start its next batch in the turn that those writers run.
+        self.on_stored: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.frames_written = 0
         self.pipelines_sent = 0
@@ -539,36 +544,71 @@ class PingWriter:
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
-        task = asyncio.get_running_loop().create_task(self._flush())
+        # The usual case: the connection is open, the script is loaded and a
+        # pipeline slot is free. The calls are then written in this turn of
+        # the event loop rather than two turns later through the flusher.
+        pipe, sha = self._pipe, self._sha
+        while (
+            self._queue
+            and pipe is not None
+            and not pipe.closed
+            and sha is not None
+            and not self._lock.locked()
+            and self._in_flight < MAX_PIPELINES_IN_FLIGHT
+        ):
+            calls = self._queue[:MAX_CALLS_PER_PIPELINE]
+            try:
+                submitted = self._submit_on_pipe(pipe, calls, sha)
+            except RedisConnectionError:
+                break  # the flusher reconnects
+            del self._queue[:MAX_CALLS_PER_PIPELINE]
+            self._in_flight += 1
+            self._track(self._send_pipeline(calls, submitted))
+        if self._queue:
+            self._track(self._flush())
+
+    def _track(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_task_failure)
+
+    async def _acquire_slot(self) -> None:
+        while self._in_flight >= MAX_PIPELINES_IN_FLIGHT:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        self._in_flight += 1
 
     async def _flush(self) -> None:
         # One flusher at a time takes calls off the queue, in order. Calls
         # queued while all pipelines are in flight go out together later.
         async with self._lock:
             while self._queue:
-                await self._in_flight.acquire()
+                await self._acquire_slot()
                 calls = self._queue[:MAX_CALLS_PER_PIPELINE]
                 del self._queue[:MAX_CALLS_PER_PIPELINE]
-                task = asyncio.get_running_loop().create_task(self._send_pipeline(calls))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(_log_task_failure)
+                self._track(self._send_pipeline(calls))
 
-    async def _send_pipeline(self, calls: list[_Call]) -> None:
+    async def _send_pipeline(
+        self, calls: list[_Call], submitted: asyncio.Future[list[Any]] | None = None
+    ) -> None:
         try:
-            await self._send_with_retry(calls)
+            await self._send_with_retry(calls, submitted)
         finally:
-            self._in_flight.release()
+            self._in_flight -= 1
+            self._slot_freed.set()
 
-    async def _send_with_retry(self, calls: list[_Call]) -> None:
+    async def _send_with_retry(
+        self, calls: list[_Call], submitted: asyncio.Future[list[Any]] | None = None
+    ) -> None:
+        """Write the calls until Redis replies; ``submitted`` is a first attempt already written."""
         deadline = time.monotonic() + self.retry_s
         delay_s = RETRY_FIRST_DELAY_S
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._send(calls)
+                await self._send(calls, submitted)
                 if attempt > 1:
                     logger.info("redis write succeeded after %d attempts", attempt)
                 return
@@ -591,17 +631,25 @@ class PingWriter:
                         "redis write failed (attempt %d), retrying in %.2f s: %s",
                         attempt, delay_s, error,
                     )
+                submitted = None
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
 
-    async def _send(self, calls: list[_Call]) -> None:
-        if self._sha is None:
-            self._sha = await self.client.script_load(self._script)
-        pending = [call for call in calls if not call.future.done()]
-        if self._pipe_params is not None:
-            replies = await self._execute_on_pipe(pending, self._sha)
+    async def _send(
+        self, calls: list[_Call], submitted: asyncio.Future[list[Any]] | None = None
+    ) -> None:
+        if submitted is not None and self._pipe is not None:
+            # Written by _start_flush, with every call still pending.
+            pending = calls
+            replies = await self._pipe.wait(submitted, len(calls))
         else:
-            replies = await self._execute_on_client(pending, self._sha)
+            if self._sha is None:
+                self._sha = await self.client.script_load(self._script)
+            pending = [call for call in calls if not call.future.done()]
+            if self._pipe_params is not None:
+                replies = await self._execute_on_pipe(pending, self._sha)
+            else:
+                replies = await self._execute_on_client(pending, self._sha)
         self.pipelines_sent += 1
 
         missing_script = []
@@ -645,11 +693,19 @@ class PingWriter:
         if not calls:
             return []
         pipe = await self._connected_pipe()
+        return await pipe.wait(self._submit_on_pipe(pipe, calls, sha), len(calls))
+
+    def _submit_on_pipe(
+        self, pipe: RedisPipe, calls: list[_Call], sha: str
+    ) -> asyncio.Future[list[Any]]:
+        """Write the calls on the pipe now; return the future of the replies."""
         prefix = f"$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n$1\r\n4\r\n"
         parts = [
             f"*{11 + 6 * len(call.pings)}\r\n{prefix}{call.head[1]}{call.encoded}".encode()
             for call in calls
         ]
+
+        last = len(calls) - 1
 
         def resolve_early(index: int, reply: Any) -> None:
             # A successful call gets its result at once. Errors wait for the
@@ -659,11 +715,14 @@ class PingWriter:
                 try:
                     result = _parse_reply(reply)
                 except (ValueError, IndexError, TypeError, AttributeError):
-                    return
-                future.set_result(result)
-                self.frames_written += 1
+                    result = None
+                if result is not None:
+                    future.set_result(result)
+                    self.frames_written += 1
+            if index == last and self.on_stored is not None:
+                self.on_stored()
 
-        return await pipe.execute(b"".join(parts), len(calls), resolve_early)
+        return pipe.submit(b"".join(parts), len(calls), resolve_early)
 
     async def _execute_on_client(self, calls: list[_Call], sha: str) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
