@@ -79,42 +79,18 @@ def encode_messages(messages: list[Any]) -> bytes:
 
 
 class BoundedCache(Generic[T]):
-    """A dict that starts over when it holds ``max_keys`` keys."""
+    """A dict that starts over when it reaches ``max_keys`` keys."""
 
     def __init__(self, max_keys: int = 100_000) -> None:
         self.max_keys = max_keys
         self._items: dict[Hashable, T] = {}
 
     def get(self, key: Hashable) -> T | None:
+        """Return the value under ``key``, or None."""
         return self._items.get(key)
 
     def put(self, key: Hashable, value: T) -> None:
+        """Store ``value`` under ``key``, emptying the cache first when it is full."""
         if len(self._items) >= self.max_keys and key not in self._items:
             self._items.clear()
         self._items[key] = value
-
-
-class ReadBackCache(Generic[T]):
-    """The last state this process wrote per key, with its encoded form.
-
-    When the bytes read from Redis equal the bytes written, the state is
-    taken from here instead of being decoded again. Another writer changes
-    the bytes, so its state is never mistaken for this one.
-    """
-
-    def __init__(self, max_keys: int = 100_000) -> None:
-        self.max_keys = max_keys
-        self._items: dict[Hashable, tuple[bytes, T]] = {}
-
-    def get(self, key: Hashable, raw: bytes | None) -> T | None:
-        """Return the state written under ``key`` if its encoding is ``raw``."""
-        item = self._items.get(key)
-        if item is None or raw is None or item[0] != raw:
-            return None
-        return item[1]
-
-    def put(self, key: Hashable, raw: bytes, state: T) -> None:
-        """Remember the state written under ``key`` and its encoding."""
-        if len(self._items) >= self.max_keys and key not in self._items:
-            self._items.clear()
-        self._items[key] = (raw, state)

@@ -28,7 +28,7 @@ from eta.routing import DestinationTree, build_tree
 from eta.snap import Snap, snap_point, snap_points
 from eta.windows import ErrorModel, WindowSmoother
 from tracker import keys
-from tracker.batch import Batch, ReadBackCache
+from tracker.batch import Batch, BoundedCache
 from tracker.jobs import Job, window_json
 from tracker.pings import Ping
 from tracker.store import RedisClient
@@ -97,8 +97,9 @@ class EtaService:
         self._route_due_t: dict[tuple[str, str], float] = {}
         self._predictions_written: dict[tuple[str, str], int] = {}
         self._no_eta_warned: dict[tuple[str, str], float] = {}
-        # Window smoothers as last written; update() changes them in place.
-        self._smoothers: ReadBackCache[WindowSmoother] = ReadBackCache()
+        # Window smoothers as last written, with their encoding, so one read
+        # back unchanged needs no decoding. update() changes them in place.
+        self._smoothers: BoundedCache[tuple[bytes, WindowSmoother]] = BoundedCache()
 
     @classmethod
     async def create(cls, client: RedisClient, source: str | None, cache_dir: str | None) -> EtaService:
@@ -213,16 +214,16 @@ class EtaService:
         batch: Batch,
     ) -> EtaUpdate:
         org, job, ping = request.org, request.job, request.ping
-        smoother = self._smoothers.get((org, job.id), request.smoother_state)
-        if smoother is None:
-            smoother = (
-                WindowSmoother.from_dict(orjson.loads(request.smoother_state))
-                if request.smoother_state
-                else WindowSmoother()
-            )
+        written = self._smoothers.get((org, job.id))
+        if written is not None and written[0] == request.smoother_state:
+            smoother = written[1]
+        elif request.smoother_state:
+            smoother = WindowSmoother.from_dict(orjson.loads(request.smoother_state))
+        else:
+            smoother = WindowSmoother()
         window = smoother.update(ping.t, eta_s, model, self.confidence)
         encoded_smoother = orjson.dumps(smoother.to_dict())
-        self._smoothers.put((org, job.id), encoded_smoother, smoother)
+        self._smoothers.put((org, job.id), (encoded_smoother, smoother))
         awin = {
             "earliest_t": window.earliest_t,
             "latest_t": window.latest_t,
@@ -256,9 +257,9 @@ class EtaService:
         batch.command("RPUSH", job_key + ":pred", orjson.dumps({"t": ping.t, "eta_s": eta_s, **awin}))
         # Trimmed every TRIM_EVERY predictions of this process, so the log
         # keeps about MAX_PREDICTIONS entries and one LTRIM serves many pings.
-        written = self._predictions_written.get(route_key, 0) + 1
-        self._predictions_written[route_key] = written
-        if written % TRIM_EVERY == 1:
+        predictions = self._predictions_written.get(route_key, 0) + 1
+        self._predictions_written[route_key] = predictions
+        if predictions % TRIM_EVERY == 1:
             batch.command("LTRIM", job_key + ":pred", -MAX_PREDICTIONS, -1)
         job.eta_s, job.eta_t, job.arrival_window = eta_s, ping.t, awin
         message["job"] = job.public()

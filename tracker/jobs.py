@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -296,31 +295,19 @@ class JobStore:
         return job_from_hash(raw, with_route=True)
 
     async def get_many(self, org: str, job_ids: list[str]) -> list[tuple[Job, dict[bytes, bytes]]]:
-        """Load several jobs in one round trip; missing ones are left out."""
-        return (await self.get_many_orgs([(org, job_ids)]))[0]
+        """Load several jobs in one round trip; missing ones are left out.
 
-    async def get_many_orgs(
-        self, requests: list[tuple[str, list[str]]]
-    ) -> list[list[tuple[Job, dict[bytes, bytes]]]]:
-        """Load the jobs of several (organisation, job ids) pairs in one round trip.
-
-        Returns one list per pair, each with the jobs found and their hash
-        fields in ``LOADED_FIELDS`` (the stored route is left out).
+        The raw hashes have the fields in ``LOADED_FIELDS`` (not the stored
+        route).
         """
-        commands = [
-            ("HMGET", keys.job(org, job_id), *LOADED_FIELDS)
-            for org, job_ids in requests
-            for job_id in job_ids
-        ]
-        replies = iter(await self.commands.execute(commands))
-        found: list[list[tuple[Job, dict[bytes, bytes]]]] = []
-        for _, job_ids in requests:
-            jobs = []
-            for reply in itertools.islice(replies, len(job_ids)):
-                raw = loaded_fields(reply)
-                if b"doc" in raw and b"status" in raw:
-                    jobs.append((job_from_hash(raw), raw))
-            found.append(jobs)
+        replies = await self.commands.execute(
+            [("HMGET", keys.job(org, job_id), *LOADED_FIELDS) for job_id in job_ids]
+        )
+        found = []
+        for reply in replies:
+            raw = loaded_fields(reply)
+            if b"doc" in raw and b"status" in raw:
+                found.append((job_from_hash(raw), raw))
         return found
 
     async def timeline(self, org: str, job_id: str) -> list[dict[str, Any]]:

@@ -302,11 +302,7 @@ class Lifecycle:
         # what the first found. The later frame's fields are the newest.
         merged: dict[tuple[str, str], tuple[_Frame, list[Ping], Ping | None]] = {}
         for frame in frames:
-            usable = [
-                ping
-                for ping, status in frame.stored
-                if status != "j" and (ping.acc is None or ping.acc <= MAX_USEFUL_ACCURACY_M)
-            ]
+            usable = [ping for ping, status in frame.stored if status != "j" and _accurate(ping)]
             latest = max((ping for ping, status in frame.stored if status == "l"),
                          key=lambda ping: ping.t, default=None)  # fmt: skip
             key = (frame.org, frame.device_id)
