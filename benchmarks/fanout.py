@@ -331,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     results = run(args.jobs, args.rate, args.duration, args.contractors, args.redis_url, args.workers)
     for row in results:
         print(

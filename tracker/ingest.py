@@ -75,8 +75,8 @@ class Ingest:
             self.counters.errors += 1
             return {"type": "error", "error": str(error), "retry": True}
         except RedisError as error:
-            # The writer has logged the failure with the ids involved.
             self.counters.errors += 1
+            logger.warning("storing a frame failed for org %s device %s: %s", org, device_id, error)
             return {
                 "type": "error",
                 "error": f"storing the pings failed ({error}); they were not stored, send them again",

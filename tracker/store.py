@@ -131,6 +131,14 @@ class _Call:
     future: asyncio.Future[StoreResult]
 
 
+@dataclass(frozen=True, slots=True)
+class _Submitted:
+    """A pipeline already written on a connection, waiting for its replies."""
+
+    pipe: RedisPipe
+    future: asyncio.Future[list[Any]]
+
+
 def _pipe_params(client: RedisClient) -> dict[str, Any] | None:
     """Return what :class:`RedisPipe` needs to reach the client's server, or None.
 
@@ -558,12 +566,12 @@ class PingWriter:
         ):
             calls = self._queue[:MAX_CALLS_PER_PIPELINE]
             try:
-                submitted = self._submit_on_pipe(pipe, calls, sha)
+                future = self._submit_on_pipe(pipe, calls, sha)
             except RedisConnectionError:
                 break  # the flusher reconnects
             del self._queue[:MAX_CALLS_PER_PIPELINE]
             self._in_flight += 1
-            self._track(self._send_pipeline(calls, submitted))
+            self._track(self._send_pipeline(calls, _Submitted(pipe, future)))
         if self._queue:
             self._track(self._flush())
 
@@ -589,18 +597,14 @@ class PingWriter:
                 del self._queue[:MAX_CALLS_PER_PIPELINE]
                 self._track(self._send_pipeline(calls))
 
-    async def _send_pipeline(
-        self, calls: list[_Call], submitted: asyncio.Future[list[Any]] | None = None
-    ) -> None:
+    async def _send_pipeline(self, calls: list[_Call], submitted: _Submitted | None = None) -> None:
         try:
             await self._send_with_retry(calls, submitted)
         finally:
             self._in_flight -= 1
             self._slot_freed.set()
 
-    async def _send_with_retry(
-        self, calls: list[_Call], submitted: asyncio.Future[list[Any]] | None = None
-    ) -> None:
+    async def _send_with_retry(self, calls: list[_Call], submitted: _Submitted | None = None) -> None:
         """Write the calls until Redis replies; ``submitted`` is a first attempt already written."""
         deadline = time.monotonic() + self.retry_s
         delay_s = RETRY_FIRST_DELAY_S
@@ -635,13 +639,11 @@ class PingWriter:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
 
-    async def _send(
-        self, calls: list[_Call], submitted: asyncio.Future[list[Any]] | None = None
-    ) -> None:
-        if submitted is not None and self._pipe is not None:
+    async def _send(self, calls: list[_Call], submitted: _Submitted | None = None) -> None:
+        if submitted is not None:
             # Written by _start_flush, with every call still pending.
             pending = calls
-            replies = await self._pipe.wait(submitted, len(calls))
+            replies = await submitted.pipe.wait(submitted.future, len(calls))
         else:
             if self._sha is None:
                 self._sha = await self.client.script_load(self._script)
