@@ -203,7 +203,7 @@ async def track_stream(websocket: WebSocket, token: str) -> None:
         return
     viewer = tracking.TrackViewer(share.org, view, _text_sender(websocket))
     logger.info("customer viewer connected: org %s job %s", share.org, share.job_id)
-    snapshot = orjson.dumps(view.update())
+    snapshot = orjson.dumps(view.update(route_changes_only=True))
     await _serve_viewer(websocket, runtime.services["hub"], viewer, share.expires_at, snapshot)
     logger.info("customer viewer disconnected: org %s job %s", share.org, share.job_id)
 

@@ -126,6 +126,9 @@ class TrackView:
         self.fix = fix
         self.privacy = privacy
         self.route: list[list[float]] | None = job.route
+        # The route the viewer last received. Routes are long and change
+        # every few seconds at most, so updates repeat them only on change.
+        self._route_sent: list[list[float]] | None = None
 
     def site_distance_m(self) -> float | None:
         if self.fix is None:
@@ -145,8 +148,13 @@ class TrackView:
             return False
         return self.privacy.allows(self.job.eta_s, self.site_distance_m())
 
-    def update(self) -> dict[str, Any]:
-        """Return the customer's view as an ``update`` message."""
+    def update(self, *, route_changes_only: bool = False) -> dict[str, Any]:
+        """Return the customer's view as an ``update`` message.
+
+        With ``route_changes_only``, the message carries ``route`` only when
+        it differs from the route of the last such message; a viewer keeps
+        the route it has while the contractor stays visible and en route.
+        """
         job = self.job
         visible = self.position_visible()
         body: dict[str, Any] = {
@@ -166,7 +174,13 @@ class TrackView:
                 key: self.fix[key] for key in ("lat", "lon", "t", "acc") if key in self.fix
             }
             if job.status is JobStatus.EN_ROUTE and self.route:
-                body["route"] = self.route
+                if not route_changes_only or self.route is not self._route_sent:
+                    body["route"] = self.route
+                    self._route_sent = self.route
+                return body
+        # Hidden now, so the viewer drops its route; it is sent again when
+        # the contractor shows up again.
+        self._route_sent = None
         return body
 
 
@@ -208,5 +222,5 @@ class TrackViewer(Viewer):
 
     def render(self) -> bytes:
         """Return the customer's current view as a message."""
-        return orjson.dumps(self.view.update())
+        return orjson.dumps(self.view.update(route_changes_only=True))
 

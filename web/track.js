@@ -371,7 +371,13 @@ function applyUpdate(update) {
   renderSummary(update);
   drawSite(update.site);
   moveContractor(update.position, routeBefore);
-  drawRoute(update.route);
+  // The server sends the route only when it changes; the page keeps the
+  // last one while the contractor is shown en route.
+  if ("route" in update) {
+    drawRoute(update.route);
+  } else if (update.status !== "en_route" || !update.position) {
+    drawRoute(null);
+  }
   frameMap();
   renderFixAge();
 }

@@ -93,6 +93,8 @@ async def test_track_page_follows_pings(
 
     assert moved[0] > first[0]
     assert moved[1] > first[1]
+    # Later updates leave the unchanged route out; the page keeps drawing it.
+    assert await page.evaluate("() => window.enrouteTrack.routeLine !== null")
     assert await page.evaluate("document.body.dataset.basemap") == "streets"
     assert phone_page.errors == []
     assert phone_page.foreign_urls(web_server.base_url) == []
