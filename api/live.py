@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from api.auth import bearer_token, require_org, runtime_of
 from tracker import fleet, keys, orgs, tracking
 from tracker.jobs import JobNotFoundError
-from tracker.live import FleetViewer, LiveHub, Viewer, ViewerStalledError
+from tracker.live import STALL_TIMEOUT_S, FleetViewer, LiveHub, Viewer
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -146,7 +146,8 @@ async def _serve_viewer(
         await websocket.send_text(first_message.decode())
     sender = asyncio.create_task(viewer.run())
     receiver = asyncio.create_task(_drain(websocket))
-    waiters: set[asyncio.Task[Any]] = {sender, receiver}
+    watchdog = asyncio.create_task(viewer.watch())
+    waiters: set[asyncio.Task[Any]] = {sender, receiver, watchdog}
     expiry = None
     if expires_at is not None:
         expiry = asyncio.create_task(asyncio.sleep(max(0.0, expires_at - time.time())))
@@ -154,8 +155,11 @@ async def _serve_viewer(
     try:
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         failure = sender.exception() if sender in done else None
-        if isinstance(failure, ViewerStalledError):
-            logger.warning("closing stalled viewer of org %s: %s", viewer.org, failure)
+        if watchdog in done:
+            logger.warning(
+                "closing stalled viewer of org %s: it accepted nothing for %.0f s",
+                viewer.org, STALL_TIMEOUT_S,
+            )  # fmt: skip
             await _close(websocket, CLOSE_POLICY, "viewer too slow")
         elif failure is not None:
             logger.info("viewer of org %s disconnected while sending: %s", viewer.org, failure)
