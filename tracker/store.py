@@ -325,8 +325,17 @@ Argument = str | bytes | int | float
 def pack_command(args: Sequence[Argument]) -> bytes:
     """Encode one command in the Redis protocol (RESP) as an array of bulk strings.
 
-    Text is encoded as UTF-8 and numbers in their ``repr`` form.
+    Text is encoded as UTF-8 and numbers in their ``repr`` form. hiredis
+    encodes str, bytes, int and float arguments in C; other kinds, such as
+    a bytearray, take the slower path in Python.
     """
+    try:
+        return hiredis.pack_command(args if type(args) is tuple else tuple(args))  # type: ignore[no-any-return]
+    except TypeError:
+        return _pack_command_python(args)
+
+
+def _pack_command_python(args: Sequence[Argument]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         # Exact type checks: this runs for every argument of the live path.

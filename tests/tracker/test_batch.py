@@ -7,11 +7,13 @@ import uuid
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 from tracker import keys
 from tracker.batch import BATCH_MESSAGE, Batch, encode_messages
-from tracker.store import CommandPipe, connect, pack_command
+from tracker.store import CommandPipe, _pack_command_python, connect, pack_command
 
 
 def unique(prefix: str) -> str:
@@ -116,8 +118,18 @@ class Label(str):
 @pytest.mark.parametrize(
     ("argument", "encoded"),
     [("héllo", "héllo".encode()), (b"\x00raw", b"\x00raw"), (7, b"7"), (0.1, b"0.1"),
-     (Label("sub"), b"sub"), (bytearray(b"ba"), b"ba")],
+     (Label("sub"), b"sub"), (bytearray(b"ba"), b"ba"), (True, b"True")],
 )  # fmt: skip
 def test_pack_command_encodes_each_kind(argument: object, encoded: bytes) -> None:
     packed = pack_command(["SET", argument])
     assert packed == b"*2\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(encoded), encoded)
+
+
+@given(
+    st.lists(
+        st.one_of(st.text(), st.binary(), st.integers(), st.floats(allow_nan=False)),
+        min_size=1, max_size=6,
+    )  # fmt: skip
+)
+def test_pack_command_matches_python_encoder(arguments: list[str | bytes | int | float]) -> None:
+    assert pack_command(arguments) == _pack_command_python(arguments)
