@@ -336,11 +336,13 @@ class DestinationTree:
                 node_point = [
                     (float(graph.node_lat[node]), float(graph.node_lon[node]))
                 ]
-                return _join(points, _join(node_point, finish[1]))
+                _extend(points, node_point)
+                _extend(points, finish[1])
+                return points
             if len(via) == 0:
                 break
             edge = int(edges[int(np.argmin(via))])
-            points = _join(points, self._edge_points(edge))
+            _extend(points, self._edge_points(edge))
             node = int(graph.edge_v[edge])
             visited.add(node)
         raise RuntimeError(
@@ -361,7 +363,9 @@ class DestinationTree:
         return best
 
     def _edge_points(self, edge: int) -> list[tuple[float, float]]:
-        return [(float(a), float(b)) for a, b in self.graph.edge_polyline(edge)]
+        graph = self.graph
+        start, stop = int(graph.geom_offsets[edge]), int(graph.geom_offsets[edge + 1])
+        return list(zip(graph.geom_lat[start:stop].tolist(), graph.geom_lon[start:stop].tolist()))
 
 
 def build_tree(
@@ -492,6 +496,11 @@ def _interpolate(
     return float(np.interp(along_m, cumulative, lat)), float(
         np.interp(along_m, cumulative, lon)
     )
+
+
+def _extend(points: list[tuple[float, float]], more: list[tuple[float, float]]) -> None:
+    # _join in place, so a walk over many edges copies each point once
+    points.extend(more[1:] if points and more and points[-1] == more[0] else more)
 
 
 def _join(

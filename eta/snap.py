@@ -127,6 +127,17 @@ class SnapArrays:
     def __len__(self) -> int:
         return int(self.edge.shape[0])
 
+    def rows(self) -> list[Snap | None]:
+        """Return every row as by `row`, converting each column once."""
+        columns = zip(
+            self.lat.tolist(), self.lon.tolist(), self.distance_m.tolist(), self.edge.tolist(),
+            self.reverse_edge.tolist(), self.fraction.tolist(), self.offset_m.tolist(),
+        )  # fmt: skip
+        return [
+            Snap(lat, lon, distance_m, edge, reverse_edge, fraction, offset_m) if edge >= 0 else None
+            for lat, lon, distance_m, edge, reverse_edge, fraction, offset_m in columns
+        ]
+
     def row(self, index: int) -> Snap | None:
         """Return one row as a `Snap`, or None when that ping is off the network."""
         if self.edge[index] < 0:
@@ -466,7 +477,6 @@ def _snap_rows(
     out: SnapArrays,
 ) -> None:
     index: SegmentIndex = graph.segment_index
-    points = shapely.points(x, y)
 
     # nearest segment of every ping within the snapping distance
     local, segment = index.nearest(x, y, max_distance_m)
@@ -479,7 +489,7 @@ def _snap_rows(
     moving = np.isfinite(headings[local])
     if moving.any():
         chosen = _choose_by_heading(
-            graph, index, points, x, y, headings, local[moving], distance[moving]
+            graph, index, shapely.points(x, y), x, y, headings, local[moving], distance[moving]
         )
         segment[moving], forward[moving] = chosen
         edge = index.edge[segment]

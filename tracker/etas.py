@@ -186,7 +186,7 @@ class EtaService:
             np.fromiter((ping.lon for ping in pings), float, len(pings)),
             warn=False,
         )
-        return [snaps.row(index) for index in range(len(pings))]
+        return snaps.rows()
 
     def _warn_no_eta(self, request: EtaRequest, reason: str) -> None:
         # A contractor off the network sends several pings a minute, so the
@@ -247,7 +247,7 @@ class EtaService:
                 self._predictions_written.clear()
             points = tree.route_for_snap(snap)
             if points is not None:
-                route = [[round(lat, 6), round(lon, 6)] for lat, lon in points]
+                route = np.round(np.array(points), 6).tolist()
                 fields["route"] = orjson.dumps(route)
                 job.route = route
                 # Viewers keep the last route, so it travels only when it changes.

@@ -380,3 +380,10 @@ def test_snap_busy_junction_is_exact() -> None:
         assert graph.segment_index.edge[segment] in (snap.edge, snap.reverse_edge)
         batch = snap_points(graph, [lat], [lon]).row(0)
         assert batch == snap
+
+
+def test_snap_rows_match_row_by_row(helsinki: RoadGraph) -> None:
+    lats = np.array([60.1716, 60.17, 61.5, 60.175])
+    lons = np.array([24.9443, 24.95, 24.9443, 24.93])
+    snaps = snap_points(helsinki, lats, lons, warn=False)
+    assert snaps.rows() == [snaps.row(index) for index in range(len(snaps))]
