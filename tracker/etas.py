@@ -29,7 +29,7 @@ from eta.snap import Snap, snap_point, snap_points
 from eta.windows import ErrorModel, WindowSmoother
 from tracker import keys
 from tracker.batch import Batch, BoundedCache
-from tracker.jobs import Job, window_json
+from tracker.jobs import Job, eta_update_json, window_json
 from tracker.pings import Ping
 from tracker.store import RedisClient
 
@@ -262,7 +262,7 @@ class EtaService:
         if predictions % TRIM_EVERY == 1:
             batch.command("LTRIM", job_key + ":pred", -MAX_PREDICTIONS, -1)
         job.eta_s, job.eta_t, job.arrival_window = eta_s, ping.t, awin
-        message["job"] = job.public()
+        message["job"] = eta_update_json(job)
         batch.publish(org, message)
         return EtaUpdate(eta_s, window.earliest_t, window.latest_t, window.confidence)
 

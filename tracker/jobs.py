@@ -160,6 +160,18 @@ class Job:
         return body
 
 
+def eta_update_json(job: Job) -> dict[str, Any]:
+    """Return the fields of a job that an ETA refresh may change, as live messages carry them."""
+    return {
+        "id": job.id,
+        "contractor_id": job.contractor_id,
+        "status": job.status.value,
+        "flags": job.flags,
+        "eta_s": job.eta_s,
+        "arrival_window": window_json(job.arrival_window),
+    }
+
+
 def window_json(window: dict[str, float] | None) -> dict[str, Any] | None:
     """Render a stored arrival window with ISO times."""
     if not window:

@@ -490,7 +490,15 @@ function reloadJobsSoon() {
 
 // ---- live messages ----------------------------------------------------
 
-function applyJob(job) {
+function applyJob(update) {
+  // Live job messages carry only the fields an ETA refresh changes, so
+  // they are merged into the job the list loaded.
+  const known = state.jobs.get(update.id);
+  if (known === undefined) {
+    reloadJobsSoon();
+    return;
+  }
+  const job = { ...known, ...update };
   state.jobs.set(job.id, job);
   setContractorStatus(job.contractor_id, job.id, job.status);
   renderJobsSoon();

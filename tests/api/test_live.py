@@ -227,6 +227,24 @@ async def test_fanout_across_two_processes(
     assert update["position"]["t"] == now
 
 
+async def test_fleet_ws_job_message_carries_eta_fields(
+    server: ServerProcess, api: Api, org: tuple[str, str]
+) -> None:
+    token = make_job(api)
+    api.post("/v1/jobs/j1/dispatch")
+    async with websockets.connect(f"{server.ws_url}/v1/fleet/ws?token={org[1]}") as dispatcher:
+        await asyncio.sleep(0.3)
+        async with Device(server.ws_url, token) as device:
+            await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+        message = orjson.loads(await asyncio.wait_for(dispatcher.recv(), 10))
+        while message["type"] != "job":
+            message = orjson.loads(await asyncio.wait_for(dispatcher.recv(), 10))
+    job = message["job"]
+    assert set(job) == {"id", "contractor_id", "status", "flags", "eta_s", "arrival_window"}
+    assert job["eta_s"] > 0
+    assert job["arrival_window"]["earliest"] <= job["arrival_window"]["latest"]
+
+
 async def test_stalled_viewer_does_not_slow_ingest(server: ServerProcess, api: Api, org: tuple[str, str]) -> None:
     # A dispatcher that connects and never reads, with a tiny receive buffer.
     stalled = socket.create_connection(("127.0.0.1", server.port))
