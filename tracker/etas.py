@@ -224,9 +224,11 @@ class EtaService:
         window = smoother.update(ping.t, eta_s, model, self.confidence)
         encoded_smoother = orjson.dumps(smoother.to_dict())
         self._smoothers.put((org, job.id), (encoded_smoother, smoother))
+        # Whole seconds, widened outwards: finer times mean nothing to a
+        # customer, and repeated times reuse their cached ISO text.
         awin = {
-            "earliest_t": window.earliest_t,
-            "latest_t": window.latest_t,
+            "earliest_t": float(math.floor(window.earliest_t)),
+            "latest_t": float(math.ceil(window.latest_t)),
             "confidence": window.confidence,
         }
         fields: dict[str, Any] = {
@@ -264,7 +266,7 @@ class EtaService:
         job.eta_s, job.eta_t, job.arrival_window = eta_s, ping.t, awin
         message["job"] = eta_update_json(job)
         batch.publish(org, message)
-        return EtaUpdate(eta_s, window.earliest_t, window.latest_t, window.confidence)
+        return EtaUpdate(eta_s, awin["earliest_t"], awin["latest_t"], window.confidence)
 
     async def record_arrival(self, org: str, job: Job, arrival_t: float) -> None:
         """Calibrate the error model with a finished trip and log window coverage."""

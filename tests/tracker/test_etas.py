@@ -12,7 +12,7 @@ import pytest
 from eta.build import load_graph
 from eta.graph import RoadGraph
 from tracker.batch import Batch
-from tracker.etas import VECTOR_SNAP_MIN, EtaRequest, EtaService
+from tracker.etas import VECTOR_SNAP_MIN, EtaRequest, EtaService, EtaUpdate
 from tracker.jobs import Job, Visit
 from tracker.pings import Ping
 from tracker.store import CommandPipe, connect
@@ -48,7 +48,7 @@ def ring(count: int) -> list[Ping]:
     return pings
 
 
-async def etas_for(redis_url: str, graph: RoadGraph, pings: list[Ping]) -> list[float | None]:
+async def updates_for(redis_url: str, graph: RoadGraph, pings: list[Ping]) -> list[EtaUpdate | None]:
     client = connect(redis_url)
     commands = CommandPipe(client)
     service = EtaService(client, graph)
@@ -61,7 +61,23 @@ async def etas_for(redis_url: str, graph: RoadGraph, pings: list[Ping]) -> list[
     finally:
         await commands.aclose()
         await client.aclose()
+    return updates
+
+
+async def etas_for(redis_url: str, graph: RoadGraph, pings: list[Ping]) -> list[float | None]:
+    updates = await updates_for(redis_url, graph, pings)
     return [None if update is None else update.eta_s for update in updates]
+
+
+async def test_arrival_window_whole_seconds_around_eta(
+    redis_url: str, helsinki_graph: RoadGraph
+) -> None:
+    ping = ring(1)[0]
+    update = (await updates_for(redis_url, helsinki_graph, [ping]))[0]
+    assert update is not None
+    assert update.earliest_t == math.floor(update.earliest_t)
+    assert update.latest_t == math.ceil(update.latest_t)
+    assert update.earliest_t <= ping.t + update.eta_s <= update.latest_t
 
 
 async def test_scalar_snaps_match_vector(
