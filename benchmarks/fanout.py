@@ -229,6 +229,13 @@ def tree_cpu_s(process: psutil.Process) -> float:
     return total
 
 
+def busy_share(before: Any, after: Any) -> float:
+    """Return the share of all cores' time spent busy between two ``psutil.cpu_times()``."""
+    total = sum(after) - sum(before)
+    idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
+    return (total - idle) / total if total > 0 else 0.0
+
+
 def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -262,10 +269,23 @@ def run(
             )
             customers.start()
             devices.start()
+            # The load generators and an embedded Redis share the machine
+            # with the server, so their CPU time is measured too.
+            load = [psutil.Process(customers.pid), psutil.Process(devices.pid)]
+            redis_servers = [
+                child for child in psutil.Process().children(recursive=True)
+                if "redis-server" in child.name()
+            ]  # fmt: skip
             time.sleep(max(0.0, schedule.measure_t - time.time()))
-            cpu_before_s = tree_cpu_s(server)
+            server_before_s = tree_cpu_s(server)
+            load_before_s = sum(tree_cpu_s(process) for process in load)
+            redis_before_s = sum(tree_cpu_s(process) for process in redis_servers)
+            machine_before = psutil.cpu_times()
             time.sleep(max(0.0, schedule.end_t - time.time()))
-            server_cpu_s = tree_cpu_s(server) - cpu_before_s
+            server_cpu_s = tree_cpu_s(server) - server_before_s
+            load_cpu_s = sum(tree_cpu_s(process) for process in load) - load_before_s
+            redis_cpu_s = sum(tree_cpu_s(process) for process in redis_servers) - redis_before_s
+            machine_busy = busy_share(machine_before, psutil.cpu_times())
             ack_latencies = acks.recv()
             acknowledged = len(ack_latencies)
             devices.join()
@@ -276,7 +296,10 @@ def run(
                 f"{acknowledged} pings acknowledged ({acknowledged / measured_s:.0f}/s); "
                 f"ack p50 {statistics.median(ack_latencies) * 1000:.1f} ms; "
                 f"server CPU {server_cpu_s:.1f} s, {server_cpu_s / max(acknowledged, 1) * 1e6:.0f} µs "
-                "per ping with its fan-out",
+                "per ping with its fan-out; load generators "
+                f"{load_cpu_s / max(acknowledged, 1) * 1e6:.0f} µs and Redis "
+                f"{redis_cpu_s / max(acknowledged, 1) * 1e6:.0f} µs per ping; "
+                f"all cores {machine_busy * 100:.0f} % busy",
                 flush=True,
             )
             results.append(
@@ -291,6 +314,11 @@ def run(
                     "acknowledged_per_s": round(acknowledged / measured_s),
                     "ack_p50_ms": round(statistics.median(ack_latencies) * 1000, 1) if ack_latencies else None,
                     "server_cpu_us_per_ping": round(server_cpu_s / max(acknowledged, 1) * 1e6),
+                    "load_cpu_us_per_ping": round(load_cpu_s / max(acknowledged, 1) * 1e6),
+                    "redis_cpu_us_per_ping": (
+                        round(redis_cpu_s / max(acknowledged, 1) * 1e6) if redis_servers else None
+                    ),
+                    "machine_busy_pct": round(machine_busy * 100),
                     "updates_per_s": round(len(latencies) / measured_s, 1),
                     "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
                     "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
@@ -311,10 +339,11 @@ def run(
     return results
 
 
-LATENCY_TITLE = "Ping-to-customer latency, batched lifecycle"
+LATENCY_TITLE = "Ping-to-customer latency and where the CPU went"
 LATENCY_COLUMNS = (
     "date", "measurement", "pings/s acked", "updates/s", "ack p50 ms", "p50 ms", "p99 ms",
-    "server CPU µs/ping", "machine", "command",
+    "server CPU µs/ping", "load generators CPU µs/ping", "Redis CPU µs/ping", "all cores busy %",
+    "machine", "command",
 )  # fmt: skip
 HEATMAP_TITLE = "Heatmap query time"
 HEATMAP_COLUMNS = ("date", "measurement", "p50 ms", "p99 ms", "machine", "command")
@@ -344,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_rows = [
             [today(), row["measurement"], row["acknowledged_per_s"], row["updates_per_s"],
              row["ack_p50_ms"], row["p50_ms"], row["p99_ms"], row["server_cpu_us_per_ping"],
-             machine, command]
+             row["load_cpu_us_per_ping"], row["redis_cpu_us_per_ping"] or "not measured",
+             row["machine_busy_pct"], machine, command]
             for row in results
             if row["updates"] is not None
         ]  # fmt: skip

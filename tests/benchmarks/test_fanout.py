@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 
 from benchmarks import fanout
@@ -15,6 +17,8 @@ def test_fanout_updates_carry_eta() -> None:
     # Every device drives inside the bundled graph, so every update has an ETA.
     assert latency["with_eta"] == latency["updates"]
     assert latency["p99_ms"] is not None
+    assert latency["redis_cpu_us_per_ping"] > 0
+    assert 0 < latency["machine_busy_pct"] <= 100
 
 
 @pytest.mark.timeout(300)
@@ -25,3 +29,10 @@ def test_fanout_heatmap_rows() -> None:
         "heatmap res 7 over 500 contractors",
         "heatmap res 9 over 500 contractors",
     ]
+
+
+def test_busy_share_counts_non_idle_time() -> None:
+    fields = ("user", "system", "idle")
+    times = collections.namedtuple("times", fields)
+    share = fanout.busy_share(times(10.0, 5.0, 85.0), times(13.0, 6.0, 91.0))
+    assert share == pytest.approx(0.4)
