@@ -162,20 +162,24 @@ async def _watch(ws_url: str, shares: list[str], schedule: Schedule) -> tuple[li
     with_eta = 0
     deadline = schedule.end_t + 2.0  # updates still on their way at the end
 
-    async def customer(token: str) -> None:
+    def note(raw: str | bytes) -> None:
         nonlocal with_eta
+        received = time.time()
+        message = orjson.loads(raw)
+        position = message.get("position") if message.get("type") == "update" else None
+        if position and position["t"] >= schedule.measure_t:
+            latencies.append(received - position["t"])
+            with_eta += message.get("eta_s") is not None
+
+    async def customer(token: str) -> None:
         async with websockets.connect(f"{ws_url}/v1/track/{token}/ws", max_size=None) as connection:
-            while time.time() < deadline:
-                try:
-                    raw = await asyncio.wait_for(connection.recv(), max(0.1, deadline - time.time()))
-                except TimeoutError:
-                    return
-                received = time.time()
-                message = orjson.loads(raw)
-                position = message.get("position") if message.get("type") == "update" else None
-                if position and position["t"] >= schedule.measure_t:
-                    latencies.append(received - position["t"])
-                    with_eta += message.get("eta_s") is not None
+            # One timeout for the whole watch: wait_for on every message
+            # would start a task per message in this process, which shares
+            # the machine with the server.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.1, deadline - time.time())):
+                    async for raw in connection:
+                        note(raw)
 
     results = await asyncio.gather(*(customer(token) for token in shares), return_exceptions=True)
     failures = [result for result in results if isinstance(result, Exception)]
