@@ -135,6 +135,7 @@ async def _serve_viewer(
     viewer: Viewer,
     expires_at: float | None,
     first_message: bytes | None = None,
+    stall_s: float = STALL_TIMEOUT_S,
 ) -> None:
     """Run a viewer until the client leaves, stalls or its link expires.
 
@@ -146,7 +147,7 @@ async def _serve_viewer(
         await websocket.send_text(first_message.decode())
     sender = asyncio.create_task(viewer.run())
     receiver = asyncio.create_task(_drain(websocket))
-    watchdog = asyncio.create_task(viewer.watch())
+    watchdog = asyncio.create_task(viewer.watch(stall_s))
     waiters: set[asyncio.Task[Any]] = {sender, receiver, watchdog}
     expiry = None
     if expires_at is not None:
@@ -158,7 +159,7 @@ async def _serve_viewer(
         if watchdog in done:
             logger.warning(
                 "closing stalled viewer of org %s: it accepted nothing for %.0f s",
-                viewer.org, STALL_TIMEOUT_S,
+                viewer.org, stall_s,
             )  # fmt: skip
             await _close(websocket, CLOSE_POLICY, "viewer too slow")
         elif failure is not None:
@@ -208,7 +209,10 @@ async def track_stream(websocket: WebSocket, token: str) -> None:
     viewer = tracking.TrackViewer(share.org, view, _text_sender(websocket))
     logger.info("customer viewer connected: org %s job %s", share.org, share.job_id)
     snapshot = orjson.dumps(view.update(route_changes_only=True))
-    await _serve_viewer(websocket, runtime.services["hub"], viewer, share.expires_at, snapshot)
+    await _serve_viewer(
+        websocket, runtime.services["hub"], viewer, share.expires_at, snapshot,
+        runtime.settings.viewer_stall_s,
+    )  # fmt: skip
     logger.info("customer viewer disconnected: org %s job %s", share.org, share.job_id)
 
 
@@ -223,7 +227,9 @@ async def fleet_stream(websocket: WebSocket) -> None:
         return
     viewer = FleetViewer(org, _text_sender(websocket))
     logger.info("dispatcher viewer connected: org %s", org)
-    await _serve_viewer(websocket, runtime.services["hub"], viewer, None)
+    await _serve_viewer(
+        websocket, runtime.services["hub"], viewer, None, stall_s=runtime.settings.viewer_stall_s
+    )
     logger.info("dispatcher viewer disconnected: org %s", org)
 
 

@@ -21,6 +21,7 @@ ENROUTE_MAX_SPEED_MPS      70                          jump filter speed limit
 ENROUTE_INGEST_RETRY_S     30                          store retry before error
 ENROUTE_TILE_URL           OpenStreetMap tiles         map tile template
 ENROUTE_SHARE_TTL_S        86400                       tracking link lifetime
+ENROUTE_VIEWER_STALL_S     30                          unsent time before a viewer is closed
 ENROUTE_GEOFENCE_DWELL_S   30                          inside time before arrival
 ENROUTE_GEOFENCE_MIN_ON_SITE_S 180                     shortest visit that completes
 ENROUTE_GEOFENCE_GRACE_S   300                         outside time before departure
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     ingest_retry_s: float = Field(default=30.0, ge=0)
     tile_url: str = DEFAULT_TILE_URL
     share_ttl_s: float = Field(default=86400.0, gt=0)
+    viewer_stall_s: float = Field(default=30.0, gt=0)
 
     # Geofence detection thresholds; see geofence.detection.DetectionConfig.
     geofence_dwell_s: float = Field(default=30.0, ge=0)

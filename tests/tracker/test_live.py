@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+from pydantic import ValidationError
+
 from tracker.live import FleetViewer
+from tracker.settings import load_settings
 
 TIMEOUT_S = 0.3
 
@@ -63,3 +67,14 @@ async def test_run_clears_send_started_after_send() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await sender
     assert viewer.send_started is None
+
+
+def test_viewer_stall_setting_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENROUTE_VIEWER_STALL_S", "2.5")
+    assert load_settings().viewer_stall_s == 2.5
+
+
+def test_viewer_stall_setting_rejects_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENROUTE_VIEWER_STALL_S", "0")
+    with pytest.raises(ValidationError, match="viewer_stall_s"):
+        load_settings()
