@@ -28,7 +28,7 @@ async def run_until_watch_returns(viewer: FleetViewer, limit_s: float) -> bool:
     return True
 
 
-async def test_watch_returns_for_send_that_never_finishes() -> None:
+async def test_watch_returns_on_stuck_send() -> None:
     async def never_accepts(message: bytes) -> None:
         await asyncio.Event().wait()
 
@@ -37,7 +37,7 @@ async def test_watch_returns_for_send_that_never_finishes() -> None:
     assert await run_until_watch_returns(viewer, TIMEOUT_S * 3)
 
 
-async def test_watch_ignores_viewer_that_keeps_up() -> None:
+async def test_watch_ignores_prompt_viewer() -> None:
     sent: list[bytes] = []
 
     async def accepts(message: bytes) -> None:
@@ -55,7 +55,7 @@ async def test_watch_ignores_viewer_that_keeps_up() -> None:
     await feeder
 
 
-async def test_run_clears_send_started_after_send() -> None:
+async def test_run_clears_send_started() -> None:
     async def accepts(message: bytes) -> None:
         pass
 
