@@ -152,7 +152,7 @@ class TrackView:
         """Return the customer's view as an ``update`` message.
 
         With ``route_changes_only``, the message carries ``route`` only when
-        it differs from the route of the last such message; a viewer keeps
+        it differs from the route of the last such message. A viewer keeps
         the route it has while the contractor stays visible and en route.
         """
         job = self.job

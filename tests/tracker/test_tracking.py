@@ -61,4 +61,5 @@ def test_update_resends_route_after_hidden_spell() -> None:
 def test_update_hides_route_with_position() -> None:
     view = en_route_view(Privacy(reveal_within_m=10.0))
     body = view.update(route_changes_only=True)
-    assert "route" not in body and body["position"] is None
+    assert "route" not in body
+    assert body["position"] is None
