@@ -3,14 +3,15 @@
 The lifecycle handles the frames that reached the server in one event-loop
 turn together. Their job updates are collected here and sent in one
 pipeline, and their live messages go out as one pub/sub message per
-organisation, so the subscribers parse one message per batch instead of
-one per ping.
+organisation, so the subscribers get one message per batch instead of one
+per ping. Each message of a batch travels on a line of its own behind its
+routing key, so a subscriber decodes only the messages its viewers want.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -19,8 +20,10 @@ from redis.asyncio.cluster import RedisCluster
 from tracker import keys
 from tracker.store import Argument, CommandPipe
 
-#: Type of the pub/sub message that carries several live messages.
-BATCH_MESSAGE = "batch"
+#: First line of a pub/sub payload that carries several live messages.
+BATCH_HEADER = b"batch\n"
+#: Routing key of a message that only viewers of every message want.
+NO_ROUTE = "-"
 
 T = TypeVar("T")
 
@@ -71,11 +74,40 @@ class Batch:
         return await self.commands.send([*self.queued, *payloads])
 
 
+def message_route(message: dict[str, Any]) -> str:
+    """Return the routing key of a live message: its contractor, its job or NO_ROUTE."""
+    kind = message.get("type")
+    if kind == "position":
+        return "c:" + str(message.get("contractor_id"))
+    if kind == "job":
+        return "j:" + str(message.get("job", {}).get("id"))
+    if kind == "event":
+        return "j:" + str(message.get("event", {}).get("job_id"))
+    return NO_ROUTE
+
+
 def encode_messages(messages: list[Any]) -> bytes:
-    """Encode live messages as one pub/sub payload: the message itself when alone."""
+    """Encode live messages as one pub/sub payload.
+
+    A lone message goes as its JSON. Several go as the line ``batch``
+    followed by one line per message: its routing key, a space and its
+    JSON. Routing keys hold no spaces (ids are checked against
+    ``keys.ID_PATTERN``), and JSON text holds no raw line breaks.
+    """
     if len(messages) == 1:
         return orjson.dumps(messages[0])
-    return orjson.dumps({"type": BATCH_MESSAGE, "messages": messages})
+    lines = [BATCH_HEADER]
+    for message in messages:
+        lines.append(message_route(message).encode() + b" " + orjson.dumps(message) + b"\n")
+    return b"".join(lines)
+
+
+def split_batch(payload: bytes) -> Iterator[tuple[str, bytes]]:
+    """Yield the routing key and JSON of each message of a batch payload."""
+    for line in payload[len(BATCH_HEADER) :].split(b"\n"):
+        if line:
+            route, _, message = line.partition(b" ")
+            yield route.decode(), message
 
 
 class BoundedCache(Generic[T]):

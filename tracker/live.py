@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from tracker import keys
-from tracker.batch import BATCH_MESSAGE
+from tracker.batch import BATCH_HEADER, message_route, split_batch
 from tracker.store import TRANSIENT_ERRORS, RedisClient
 
 logger = logging.getLogger(__name__)
@@ -43,18 +43,6 @@ RECONNECT_MAX_S = 5.0
 
 SendFunction = Callable[[bytes], Awaitable[None]]
 ALL_MESSAGES = "*"
-
-
-def message_route(message: dict[str, Any]) -> str | None:
-    """Return the routing key of a live message: its contractor or its job."""
-    kind = message.get("type")
-    if kind == "position":
-        return "c:" + str(message.get("contractor_id"))
-    if kind == "job":
-        return "j:" + str(message.get("job", {}).get("id"))
-    if kind == "event":
-        return "j:" + str(message.get("event", {}).get("job_id"))
-    return None
 
 
 class Mailbox:
@@ -110,9 +98,6 @@ class Viewer:
     #: Routing keys of the messages this viewer wants ("c:<contractor id>",
     #: "j:<job id>"); ALL_MESSAGES means every message of the organisation.
     routes: frozenset[str] = frozenset()
-    #: Whether :meth:`offer` uses the message's encoded form. Items of a
-    #: batch message are encoded again only for viewers that do.
-    wants_raw = False
 
     def __init__(self, org: str, send: SendFunction, render: Callable[[], bytes] | None = None) -> None:
         self.org = org
@@ -121,8 +106,8 @@ class Viewer:
         # The event loop time at which the pending send began, if any.
         self.send_started: float | None = None
 
-    def offer(self, message: dict[str, Any], raw: bytes | None) -> None:  # pragma: no cover
-        """Take one live message; ``raw`` is its encoding when ``wants_raw`` is set."""
+    def offer(self, message: dict[str, Any], raw: bytes) -> None:  # pragma: no cover
+        """Take one live message, decoded and as its JSON bytes."""
         raise NotImplementedError
 
     async def run(self) -> None:
@@ -156,12 +141,9 @@ class Viewer:
 class FleetViewer(Viewer):
     """A dispatcher: every position and job change of the organisation."""
 
-    routes = frozenset({"*"})
-    wants_raw = True
+    routes = frozenset({ALL_MESSAGES})
 
-    def offer(self, message: dict[str, Any], raw: bytes | None) -> None:
-        if raw is None:
-            raw = orjson.dumps(message)
+    def offer(self, message: dict[str, Any], raw: bytes) -> None:
         kind = message.get("type")
         if kind == "position":
             self.mailbox.put_latest("p:" + message["contractor_id"], raw)
@@ -275,30 +257,32 @@ class LiveHub:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await pubsub.aclose()
 
-    def _dispatch(self, channel: bytes, raw: bytes) -> None:
+    def _dispatch(self, channel: bytes, payload: bytes) -> None:
         self.messages_received += 1
         org = channel.decode()[1:].split("}", 1)[0]
         routes = self._viewers.get(org)
         if not routes:
             return
-        message = orjson.loads(raw)
-        if message.get("type") == BATCH_MESSAGE:
-            for item in message.get("messages", ()):
-                self._deliver(org, routes, item, None)
+        if payload.startswith(BATCH_HEADER):
+            # Messages that no viewer here wants are skipped undecoded:
+            # every process receives every batch of the organisation.
+            everyone = ALL_MESSAGES in routes
+            for route, raw in split_batch(payload):
+                if everyone or route in routes:
+                    self._deliver(org, routes, route, orjson.loads(raw), raw)
         else:
-            self._deliver(org, routes, message, raw)
+            message = orjson.loads(payload)
+            self._deliver(org, routes, message_route(message), message, payload)
 
     def _deliver(
-        self, org: str, routes: dict[str, set[Viewer]], message: dict[str, Any], raw: bytes | None
+        self,
+        org: str,
+        routes: dict[str, set[Viewer]],
+        route: str,
+        message: dict[str, Any],
+        raw: bytes,
     ) -> None:
-        viewers = list(routes.get(ALL_MESSAGES, ()))
-        route = message_route(message)
-        if route is not None:
-            viewers.extend(routes.get(route, ()))
-        if not viewers:
-            return
-        if raw is None and any(viewer.wants_raw for viewer in viewers):
-            raw = orjson.dumps(message)
+        viewers = [*routes.get(ALL_MESSAGES, ()), *routes.get(route, ())]
         for viewer in viewers:
             try:
                 viewer.offer(message, raw)

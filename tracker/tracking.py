@@ -192,7 +192,7 @@ class TrackViewer(Viewer):
         self.view = view
         self.routes = frozenset({"c:" + view.job.contractor_id, "j:" + view.job.id})
 
-    def offer(self, message: dict[str, Any], raw: bytes | None) -> None:
+    def offer(self, message: dict[str, Any], raw: bytes) -> None:
         view = self.view
         kind = message.get("type")
         if kind == "position":

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 from tracker import keys
-from tracker.batch import BATCH_MESSAGE, Batch, encode_messages
+from tracker.batch import (
+    BATCH_HEADER,
+    NO_ROUTE,
+    Batch,
+    encode_messages,
+    message_route,
+    split_batch,
+)
 from tracker.store import CommandPipe, _pack_command_python, connect, pack_command
 
 
@@ -76,9 +83,33 @@ def test_encode_messages_single_stays_plain() -> None:
     assert orjson.loads(encode_messages([{"type": "position"}])) == {"type": "position"}
 
 
-def test_encode_messages_several_become_batch() -> None:
-    body = orjson.loads(encode_messages([{"n": 1}, {"n": 2}]))
-    assert body == {"type": BATCH_MESSAGE, "messages": [{"n": 1}, {"n": 2}]}
+def test_encode_messages_several_become_batch_lines() -> None:
+    payload = encode_messages([{"type": "position", "contractor_id": "c1"}, {"n": 2}])
+    assert payload == BATCH_HEADER + b'c:c1 {"type":"position","contractor_id":"c1"}\n- {"n":2}\n'
+
+
+def test_message_route_of_event_is_its_job() -> None:
+    assert message_route({"type": "event", "event": {"job_id": "j1"}}) == "j:j1"
+
+
+def test_message_route_of_unknown_type_is_none() -> None:
+    assert message_route({"type": "other"}) == NO_ROUTE
+
+
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True)
+texts = st.text()
+live_messages = st.one_of(
+    st.builds(lambda c, note: {"type": "position", "contractor_id": c, "note": note}, ids, texts),
+    st.builds(lambda j, note: {"type": "job", "job": {"id": j, "note": note}}, ids, texts),
+    st.builds(lambda j, note: {"type": "event", "event": {"job_id": j, "note": note}}, ids, texts),
+    st.builds(lambda note: {"type": note}, texts),
+)
+
+
+@given(st.lists(live_messages, min_size=2, max_size=8))
+def test_split_batch_returns_each_message_with_its_route(messages: list[dict]) -> None:
+    split = list(split_batch(encode_messages(messages)))
+    assert split == [(message_route(m), orjson.dumps(m)) for m in messages]
 
 
 async def test_batch_writes_then_publishes_per_org(redis_url: str) -> None:
@@ -100,15 +131,15 @@ async def test_batch_writes_then_publishes_per_org(redis_url: str) -> None:
             while len(received) < 2:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                 if message is not None:
-                    received[message["channel"].decode()] = orjson.loads(message["data"])
+                    received[message["channel"].decode()] = message["data"]
         stored = await client.hget(key, "eta_s")
     finally:
         await pubsub.aclose()
         await commands.aclose()
         await client.aclose()
     assert stored == b"12.5"
-    assert received[keys.live_channel(org_a)]["messages"] == [{"n": 1}, {"n": 2}]
-    assert received[keys.live_channel(org_b)] == {"n": 3}
+    assert received[keys.live_channel(org_a)] == encode_messages([{"n": 1}, {"n": 2}])
+    assert received[keys.live_channel(org_b)] == b'{"n":3}'
 
 
 class Label(str):

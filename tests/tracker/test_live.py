@@ -1,15 +1,20 @@
-"""Viewer: sending mailbox contents and noticing a stalled socket."""
+"""Viewer and LiveHub: sending mailbox contents, stalls, routing over real pub/sub."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from tracker.live import FleetViewer
+from tracker import keys
+from tracker.batch import BATCH_HEADER, encode_messages
+from tracker.live import FleetViewer, LiveHub, Viewer
 from tracker.settings import load_settings
+from tracker.store import connect
 
 TIMEOUT_S = 0.3
 
@@ -78,3 +83,68 @@ def test_viewer_stall_setting_rejects_zero(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("ENROUTE_VIEWER_STALL_S", "0")
     with pytest.raises(ValidationError, match="viewer_stall_s"):
         load_settings()
+
+
+class RecordingViewer(Viewer):
+    """Keeps what the hub offers it."""
+
+    def __init__(self, org: str, routes: set[str]) -> None:
+        super().__init__(org, self._never_sends)
+        self.routes = frozenset(routes)
+        self.offered: list[tuple[dict[str, Any], bytes]] = []
+
+    async def _never_sends(self, message: bytes) -> None:
+        raise AssertionError("the test viewer sends nothing")
+
+    def offer(self, message: dict[str, Any], raw: bytes) -> None:
+        self.offered.append((message, raw))
+
+
+async def publish_to_viewers(redis_url: str, viewers: list[Viewer], payloads: list[bytes]) -> None:
+    """Run a hub with ``viewers``, publish ``payloads`` on their org's channel and wait for them."""
+    client = connect(redis_url)
+    hub = LiveHub(client)
+    hub.start()
+    try:
+        for viewer in viewers:
+            await hub.add(viewer)
+        for payload in payloads:
+            await client.publish(keys.live_channel(viewers[0].org), payload)
+        async with asyncio.timeout(5):
+            while hub.messages_received < len(payloads):
+                await asyncio.sleep(0.01)
+    finally:
+        await hub.stop()
+        await client.aclose()
+
+
+def position(contractor_id: str) -> dict[str, Any]:
+    return {"type": "position", "contractor_id": contractor_id, "fix": {"lat": 60.17}}
+
+
+async def test_hub_offers_batch_items_by_route(redis_url: str) -> None:
+    org = f"hub-{uuid.uuid4().hex[:8]}"
+    viewer = RecordingViewer(org, {"c:a"})
+    payload = encode_messages([position("b"), position("a"), position("c")])
+    await publish_to_viewers(redis_url, [viewer], [payload])
+    assert [message["contractor_id"] for message, _ in viewer.offered] == ["a"]
+
+
+async def test_hub_skips_unwanted_item_undecoded(redis_url: str) -> None:
+    org = f"hub-{uuid.uuid4().hex[:8]}"
+    viewer = RecordingViewer(org, {"c:a"})
+    payload = BATCH_HEADER + b"c:b {not json\n" + b'c:a {"type":"position","contractor_id":"a"}\n'
+    await publish_to_viewers(redis_url, [viewer], [payload])
+    assert len(viewer.offered) == 1
+
+
+async def test_hub_offers_fleet_viewer_every_item_as_sent(redis_url: str) -> None:
+    org = f"hub-{uuid.uuid4().hex[:8]}"
+    viewer = RecordingViewer(org, {"*"})
+    messages = [position("a"), {"type": "event", "event": {"job_id": "j1"}}]
+    await publish_to_viewers(redis_url, [viewer], [encode_messages(messages), encode_messages(messages[:1])])
+    assert [raw for _, raw in viewer.offered] == [
+        b'{"type":"position","contractor_id":"a","fix":{"lat":60.17}}',
+        b'{"type":"event","event":{"job_id":"j1"}}',
+        b'{"type":"position","contractor_id":"a","fix":{"lat":60.17}}',
+    ]
