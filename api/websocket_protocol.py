@@ -8,14 +8,27 @@ server's CPU time with a thousand devices streaming single-ping frames
 (profiled with py-spy under ``python -m benchmarks.ingest``). This subclass
 pauses only when ``MAX_QUEUED_MESSAGES`` messages wait for the application,
 so a device that floods the server is still held back.
+
+It also drops connections that stay open after the application ended
+them. Closing a transport waits until its unsent data is written, and a
+client that stopped reading never takes it. Such a socket, and the data
+waiting for it, would otherwise stay until the client goes away.
 """
 
 from __future__ import annotations
 
+import logging
+
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+logger = logging.getLogger(__name__)
 
 #: Received messages that may wait for the application before reading pauses.
 MAX_QUEUED_MESSAGES = 16
+
+#: Seconds after the application ends a connection before a socket that is
+#: still open is dropped. uvicorn waits 10 s for the client's close frame.
+ABORT_AFTER_S = 15.0
 
 #: The import string to pass as uvicorn's ``ws`` option.
 PROTOCOL_IMPORT_STRING = f"{__name__}:QueuedWebSocketProtocol"
@@ -37,3 +50,22 @@ class QueuedWebSocketProtocol(WebSocketsSansIOProtocol):
         if not paused and self.queue.qsize() >= MAX_QUEUED_MESSAGES:
             self.read_paused = True
             self.transport.pause_reading()
+
+    async def run_asgi(self) -> None:
+        """Run the application, then drop the socket if it is still open ABORT_AFTER_S later."""
+        try:
+            await super().run_asgi()
+        finally:
+            if not self.disconnected:
+                self.loop.call_later(ABORT_AFTER_S, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.disconnected:
+            return
+        unsent = self.transport.get_write_buffer_size()
+        logger.warning(
+            "dropping WebSocket connection from %s: still open %.0f s after the server ended it, "
+            "with %d bytes unsent",
+            self.client, ABORT_AFTER_S, unsent,
+        )  # fmt: skip
+        self.transport.abort()
