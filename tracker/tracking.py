@@ -2,10 +2,14 @@
 
 A link carries a random token (``st_...``) scoped to one job. Redis keeps
 only its SHA-256 digest with the job and the expiry. The customer's view
-contains the contractor's position only while the job is en route or on site, and, when
-the organisation sets ``reveal_within_s`` or ``reveal_within_m``, only once
-the contractor is that close in time or distance. Before and after, the
-view contains the status and the arrival window alone.
+contains the contractor's position only while the job is en route, or
+arrived with the contractor within ``ARRIVED_VISIBLE_M`` of the site, and,
+when the organisation sets ``reveal_within_s`` or ``reveal_within_m``, only
+once the contractor is that close in time or distance. Before and after,
+the view contains the status and the arrival window alone. Status events
+reach the customer with the fields in ``CUSTOMER_EVENT_FIELDS`` only: the
+others, such as the fix that caused the event, could reveal a hidden
+position.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from geofence.fences import Fence, fence_from_site
 from tracker import keys, orgs
 from tracker.jobs import Job, JobStatus, iso, window_json
 from tracker.live import Viewer
@@ -27,6 +32,16 @@ from tracker.store import RedisClient
 EXPIRED_RECORD_S = 7 * 86400
 EARTH_RADIUS_M = 6_371_008.8
 VISIBLE_STATUSES = frozenset({JobStatus.EN_ROUTE, JobStatus.ARRIVED})
+#: How far outside the site an arrived contractor stays visible. Departure
+#: is confirmed only after a grace period, and in it the contractor may be
+#: driving to the next customer.
+ARRIVED_VISIBLE_M = 100.0
+CUSTOMER_EVENT_FIELDS = ("type", "job_id", "t", "at", "status", "flags", "visit")
+
+
+def customer_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Return the fields of a status event that a customer may see."""
+    return {name: event[name] for name in CUSTOMER_EVENT_FIELDS if name in event}
 
 
 class ShareError(Exception):
@@ -126,6 +141,7 @@ class TrackView:
         self.fix = fix
         self.privacy = privacy
         self.route: list[list[float]] | None = job.route
+        self._fence: Fence | None = None
         # The route the viewer last received. Routes are long and change
         # every few seconds at most, so updates repeat them only on change.
         self._route_sent: list[list[float]] | None = None
@@ -146,7 +162,17 @@ class TrackView:
         """Return whether the customer may see the contractor now."""
         if self.job.status not in VISIBLE_STATUSES or self.fix is None:
             return False
+        if self.job.status is JobStatus.ARRIVED and self._outside_site_m() > ARRIVED_VISIBLE_M:
+            return False
         return self.privacy.allows(self.job.eta_s, self.site_distance_m())
+
+    def _outside_site_m(self) -> float:
+        """Return how far the fix lies outside the site's fence, infinite for an unusable fix."""
+        assert self.fix is not None
+        if self._fence is None:
+            self._fence = fence_from_site(self.job.id, self.job.site)
+        depth_m = self._fence.signed_distance_m(self.fix["lat"], self.fix["lon"])
+        return math.inf if math.isnan(depth_m) else -depth_m
 
     def update(self, *, route_changes_only: bool = False) -> dict[str, Any]:
         """Return the customer's view as an ``update`` message.
@@ -215,7 +241,7 @@ class TrackViewer(Viewer):
                 return
             view.job.status = JobStatus(event["status"])
             view.job.flags = event["flags"]
-            self.mailbox.put_event(orjson.dumps({"type": "event", "event": event}))
+            self.mailbox.put_event(orjson.dumps({"type": "event", "event": customer_event(event)}))
         else:
             return
         self.mailbox.put_view()

@@ -18,6 +18,7 @@ import websockets
 from support import Api, Device, ServerProcess, create_org, running_server
 from tracker import keys
 from tracker.redis_server import EmbeddedRedis
+from tracker.tracking import CUSTOMER_EVENT_FIELDS
 
 SITE = {"lat": 60.16935, "lon": 24.93890, "radius_m": 50.0}
 FAR = (60.17200, 24.93890)  # about 300 m north of the site
@@ -107,6 +108,25 @@ async def test_track_privacy_distance_rule(server: ServerProcess, api: Api) -> N
         near = httpx.get(f"{server.base_url}/v1/track/{link['token']}").json()
     assert far["position"] is None
     assert near["position"] is not None
+
+
+async def test_track_event_carries_no_fix(server: ServerProcess, api: Api) -> None:
+    token = make_job(api)
+    api.post("/v1/jobs/j1/dispatch")
+    link = share(api)
+    async with websockets.connect(f"{server.ws_url}/v1/track/{link['token']}/ws") as customer:
+        await next_update(customer)
+        async with Device(server.ws_url, token) as device:
+            # Fixes count from the dispatch on, so these lie up to 41 s ahead,
+            # inside the server's tolerance for clocks running ahead.
+            now = time.time()
+            inside = [{"t": now + 1 + 10 * i, "lat": SITE["lat"], "lon": SITE["lon"], "acc": 5.0} for i in range(5)]
+            await device.send({"pings": inside})
+        message = orjson.loads(await asyncio.wait_for(customer.recv(), 10))
+        while message["type"] != "event":
+            message = orjson.loads(await asyncio.wait_for(customer.recv(), 10))
+    assert message["event"]["type"] == "job.arrived"
+    assert set(message["event"]) <= set(CUSTOMER_EVENT_FIELDS)
 
 
 @pytest.mark.parametrize(("token", "code"), [("st_unknown", 4404)])

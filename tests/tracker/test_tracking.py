@@ -1,11 +1,22 @@
-"""TrackView: what a customer's update message carries."""
+"""TrackView and TrackViewer: what a customer's messages carry."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tracker.jobs import Job, JobStatus, Visit
-from tracker.tracking import Privacy, TrackView
+from tracker.tracking import (
+    CUSTOMER_EVENT_FIELDS,
+    Privacy,
+    TrackView,
+    TrackViewer,
+    customer_event,
+)
 
 SITE = (60.1716, 24.9443)
 ROUTE = [[60.175, 24.94], [60.173, 24.942], [60.1716, 24.9443]]
@@ -63,3 +74,55 @@ def test_update_hides_route_with_position() -> None:
     body = view.update(route_changes_only=True)
     assert "route" not in body
     assert body["position"] is None
+
+
+def arrived_view(lat: float) -> TrackView:
+    view = en_route_view()
+    view.job.status = JobStatus.ARRIVED
+    view.fix = {"lat": lat, "lon": SITE[1], "t": time.time(), "acc": 5.0}
+    return view
+
+
+def test_update_shows_arrived_contractor_on_site() -> None:
+    assert arrived_view(SITE[0]).update()["position"] is not None
+
+
+def test_update_hides_arrived_contractor_away() -> None:
+    # About 330 m north of a site of radius 40 m.
+    assert arrived_view(SITE[0] + 0.003).update()["position"] is None
+
+
+EVENT = {
+    "type": "job.arrived",
+    "job_id": "j1",
+    "contractor_id": "c1",
+    "t": 1.0,
+    "at": "1970-01-01T00:00:01+00:00",
+    "cause": "geofence",
+    "status": "arrived",
+    "flags": [],
+    "ping": {"t": 1.0, "lat": 60.17, "lon": 24.94, "acc": 5.0},
+}
+
+
+def test_customer_event_drops_fix() -> None:
+    assert "ping" not in customer_event(EVENT)
+
+
+def test_customer_event_keeps_status() -> None:
+    assert customer_event(EVENT)["status"] == "arrived"
+
+
+@given(st.dictionaries(st.text(max_size=12), st.integers()))
+def test_customer_event_only_allowed_fields(event: dict[str, Any]) -> None:
+    assert set(customer_event(event)) <= set(CUSTOMER_EVENT_FIELDS)
+
+
+def test_viewer_event_drops_fix() -> None:
+    async def never_sends(message: bytes) -> None:
+        raise AssertionError("the test viewer sends nothing")
+
+    viewer = TrackViewer("o1", en_route_view(), never_sends)
+    viewer.offer({"type": "event", "event": EVENT}, b"")
+    forwarded = orjson.loads(viewer.mailbox.events[0])
+    assert forwarded["event"] == customer_event(EVENT)
