@@ -16,7 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api import devices, jobs, live
 from api.auth import require_org, runtime_of
@@ -24,6 +26,7 @@ from api.runtime import Runtime
 from tracker import orgs
 from tracker.redis_server import die_with_parent
 from tracker.settings import Settings, load_settings
+from tracker.store import StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +130,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             field = ".".join(str(part) for part in problem["loc"] if part != "body")
             messages.append(f"{field or 'body'}: {problem['msg']}")
         return JSONResponse({"detail": "; ".join(messages)}, status_code=422)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    @app.exception_handler(StoreUnavailableError)
+    async def storage_unavailable(request: Request, error: Exception) -> Response:
+        logger.warning("%s %s failed: redis unavailable: %s", request.method, request.url.path, error)
+        return JSONResponse(
+            {"detail": f"storage is unavailable ({error}); retry later", "retry": True},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.get("/healthz")
     async def healthz(request: Request) -> Response:

@@ -7,13 +7,24 @@ token therefore keeps working for at most that long.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 
 from fastapi import HTTPException, Request, WebSocket, status
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.runtime import Runtime
 from tracker import orgs
+
+logger = logging.getLogger(__name__)
+
+#: Errors that mean Redis can't be reached now. Requests that meet them get
+#: 503 with a retry hint.
+STORAGE_ERRORS = (RedisConnectionError, RedisTimeoutError)
+#: WebSocket close code "Try Again Later" (IANA WebSocket close code registry).
+CLOSE_TRY_AGAIN = 1013
 
 CACHE_TTL_S = 60.0
 CACHE_MAX_ENTRIES = 100_000
@@ -92,3 +103,10 @@ async def require_org(request: Request) -> str:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return org
+
+
+async def close_unavailable(websocket: WebSocket, error: Exception, what: str) -> None:
+    """Accept a WebSocket and close it with CLOSE_TRY_AGAIN because Redis can't be reached."""
+    logger.warning("closing %s connection: redis unavailable: %s", what, error)
+    await websocket.accept()
+    await websocket.close(CLOSE_TRY_AGAIN, "storage is unavailable; reconnect later")

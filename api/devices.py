@@ -8,7 +8,13 @@ import orjson
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
-from api.auth import bearer_token, identify_device, runtime_of
+from api.auth import (
+    STORAGE_ERRORS,
+    bearer_token,
+    close_unavailable,
+    identify_device,
+    runtime_of,
+)
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -22,7 +28,11 @@ async def device_stream(websocket: WebSocket) -> None:
     """Receive ping frames from one device and acknowledge each one."""
     runtime = runtime_of(websocket)
     token = bearer_token(websocket.headers, websocket.query_params.get("token"))
-    identity = await identify_device(runtime, token)
+    try:
+        identity = await identify_device(runtime, token)
+    except STORAGE_ERRORS as error:
+        await close_unavailable(websocket, error, "device")
+        return
     await websocket.accept()
     if identity is None:
         logger.info("device connection rejected: unknown or missing token")
@@ -56,7 +66,14 @@ async def device_stream(websocket: WebSocket) -> None:
 async def post_pings(request: Request) -> Response:
     """Take one frame over HTTP, for clients that can't hold a WebSocket."""
     runtime = runtime_of(request)
-    identity = await identify_device(runtime, bearer_token(request.headers, None))
+    try:
+        identity = await identify_device(runtime, bearer_token(request.headers, None))
+    except STORAGE_ERRORS as error:
+        logger.warning("device token lookup failed: redis unavailable: %s", error)
+        return _json(
+            {"type": "error", "error": f"storage is unavailable ({error}); send the pings again", "retry": True},
+            503,
+        )
     if identity is None:
         return _json({"type": "error", "error": "invalid or missing device token"}, 401)
     too_large = {"type": "error", "error": "body must be at most 1 MiB (1048576 bytes)"}

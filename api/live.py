@@ -14,7 +14,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from api.auth import bearer_token, require_org, runtime_of
+from api.auth import (
+    STORAGE_ERRORS,
+    bearer_token,
+    close_unavailable,
+    require_org,
+    runtime_of,
+)
 from tracker import fleet, keys, orgs, tracking
 from tracker.jobs import JobNotFoundError
 from tracker.live import STALL_TIMEOUT_S, FleetViewer, LiveHub, Viewer
@@ -199,15 +205,20 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 @router.websocket("/v1/track/{token}/ws")
 async def track_stream(websocket: WebSocket, token: str) -> None:
     runtime = runtime_of(websocket)
-    await websocket.accept()
     try:
         share, view = await _track_view(websocket, token)
+    except STORAGE_ERRORS as error:
+        await close_unavailable(websocket, error, "customer")
+        return
     except tracking.ShareExpiredError:
+        await websocket.accept()
         await websocket.close(CLOSE_EXPIRED, "tracking link expired")
         return
     except (tracking.ShareNotFoundError, JobNotFoundError):
+        await websocket.accept()
         await websocket.close(CLOSE_NOT_FOUND, "tracking link not found")
         return
+    await websocket.accept()
     viewer = tracking.TrackViewer(share.org, view, _text_sender(websocket))
     logger.info("customer viewer connected: org %s job %s", share.org, share.job_id)
     snapshot = orjson.dumps(view.update(route_changes_only=True))
@@ -222,7 +233,11 @@ async def track_stream(websocket: WebSocket, token: str) -> None:
 async def fleet_stream(websocket: WebSocket) -> None:
     runtime = runtime_of(websocket)
     token = bearer_token(websocket.headers, websocket.query_params.get("token"))
-    org = await orgs.org_for_api_key(runtime.redis, token) if token else None
+    try:
+        org = await orgs.org_for_api_key(runtime.redis, token) if token else None
+    except STORAGE_ERRORS as error:
+        await close_unavailable(websocket, error, "dispatcher")
+        return
     await websocket.accept()
     if org is None:
         await websocket.close(CLOSE_UNAUTHORIZED, "invalid API key")
