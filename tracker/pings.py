@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import json
 import math
-from math import isfinite
+import sys
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any, NamedTuple
 
 import orjson
@@ -229,17 +230,26 @@ def validate_ping(raw: Any, rules: TimeRules) -> Ping:
 def decode_frame(text: str | bytes) -> Any:
     """Decode a frame's JSON; raise :class:`FrameError` when it is not JSON.
 
-    orjson rejects the non-standard ``NaN`` and ``Infinity`` tokens, so the
-    standard library decoder gets a second try: the ping is then rejected
-    for its non-finite field, with the field named, and not as bad JSON.
+    orjson rejects the non-standard ``NaN`` and ``Infinity`` tokens and
+    numbers beyond the range of a double, so the standard library decoder
+    gets a second try. The ping is then rejected for its non-finite field,
+    with the field named, and not as bad JSON, so the valid pings beside
+    it are kept.
     """
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as fast_error:
         try:
-            return json.loads(text)
+            return json.loads(text, parse_int=_parse_int)
         except (ValueError, RecursionError):
             raise FrameError(f"invalid JSON: {fast_error}") from None
+
+
+def _parse_int(text: str) -> int | float:
+    # Python refuses to convert integers longer than its limit, 4,300 digits
+    # by default (0 means none), while float() turns them into infinity.
+    limit = sys.get_int_max_str_digits()
+    return float(text) if limit and len(text.lstrip("-")) > limit else int(text)
 
 
 def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:

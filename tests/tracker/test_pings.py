@@ -84,6 +84,14 @@ def test_parse_nonfinite_token_rejects_ping(token: str) -> None:
     assert parsed.rejected[0].error.startswith("lat must be a finite number, got ")
 
 
+@pytest.mark.parametrize("digits", [500, 5000])
+def test_parse_huge_number_rejects_its_ping(digits: int) -> None:
+    frame = f'{{"pings": [{{"t": {NOW}, "lat": {"9" * digits}, "lon": 24.9}}, {orjson.dumps(GOOD).decode()}]}}'
+    parsed = parse_frame(frame, RULES)
+    assert [index for index, _ in parsed.pings] == [1]
+    assert parsed.rejected[0].error.startswith("lat must be")
+
+
 def test_parse_batch_keeps_valid_beside_invalid() -> None:
     frame = {"pings": [GOOD, {**GOOD, "lat": 91.2}, {**GOOD, "t": NOW - 5}]}
     parsed = parse_frame(orjson.dumps(frame), RULES)
