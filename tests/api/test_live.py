@@ -110,6 +110,20 @@ async def test_track_privacy_distance_rule(server: ServerProcess, api: Api) -> N
     assert near["position"] is not None
 
 
+async def test_track_hidden_position_still_gets_eta(server: ServerProcess, api: Api) -> None:
+    token = make_job(api)
+    api.client.put("/v1/org/privacy", json={"reveal_within_m": 100})
+    api.post("/v1/jobs/j1/dispatch")
+    link = share(api)
+    async with websockets.connect(f"{server.ws_url}/v1/track/{link['token']}/ws") as customer:
+        await next_update(customer)
+        async with Device(server.ws_url, token) as device:
+            await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+            update = await next_update(customer)
+    assert update["position"] is None
+    assert update["eta_s"] is not None
+
+
 async def test_track_event_carries_no_fix(server: ServerProcess, api: Api) -> None:
     token = make_job(api)
     api.post("/v1/jobs/j1/dispatch")
