@@ -80,12 +80,19 @@ def lifecycle_of(request: Request) -> Lifecycle:
 
 
 def _visits(body: JobIn) -> list[Visit]:
-    windows = [visit.window for visit in body.visits] if body.visits else []
-    if body.window is not None and not windows:
+    if body.window is not None and body.visits is not None:
+        raise ValueError(
+            f"give either window or visits, not both, got window and {len(body.visits)} visits"
+        )
+    if body.visits is not None:
+        if not body.visits:
+            raise ValueError(f"visits must contain 1 to {MAX_VISITS} visits, got []")
+        windows = [visit.window for visit in body.visits]
+    elif body.window is not None:
         windows = [body.window]
-    if not windows:
+    else:
         raise ValueError("window is missing: give window {start, end} or visits")
-    visits = []
+    visits: list[Visit] = []
     for index, window in enumerate(windows):
         prefix = "window" if body.visits is None else f"visits[{index}].window"
         start_t = parse_iso(f"{prefix}.start", window.start)
@@ -103,6 +110,13 @@ def _visits(body: JobIn) -> list[Visit]:
         if end_t - start_t > MAX_WINDOW_LENGTH_S:
             raise ValueError(
                 f"{prefix} must be at most 31 days long, got {window.start} .. {window.end}"
+            )
+        if visits and start_t < visits[-1].end_t:
+            previous = f"visits[{index - 1}].window"
+            raise ValueError(
+                f"{prefix}.start must not be before {previous}.end, because visits must be "
+                f"in time order and must not overlap, got {window.start} before "
+                f"{windows[index - 1].end}"
             )
         visits.append(Visit(start_t, end_t))
     return visits

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import Api, Device, ServerProcess, create_org, running_server
+
+from api.jobs import JobIn, _visits
 
 # A site on a street inside the bundled Helsinki graph.
 SITE = {"lat": 60.16935, "lon": 24.93890, "radius_m": 50.0}
@@ -116,6 +120,110 @@ def test_job_create_invalid_422(api: Api, change: dict, message: str) -> None:
     response = api.post("/v1/jobs", body)
     assert response.status_code == 422
     assert message in response.json()["detail"]
+
+
+def visits_body(job_id: str, contractor_id: str, windows: list[tuple[float, float]]) -> dict:
+    body = job_body(job_id, contractor_id, 0, 0)
+    del body["window"]
+    body["visits"] = [{"window": {"start": iso(start), "end": iso(end)}} for start, end in windows]
+    return body
+
+
+def test_job_visits_accepted(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    # Touching windows don't overlap: the second starts when the first ends.
+    windows = [(now, now + 3600), (now + 3600, now + 7200), (now + 86400, now + 90000)]
+    created = api.post("/v1/jobs", visits_body("j1", "c1", windows))
+    assert created.status_code == 201, created.text
+    job = api.get("/v1/jobs/j1").json()
+    assert job["status"] == "scheduled"
+
+
+@pytest.mark.parametrize(
+    ("windows", "message"),
+    [
+        (
+            [(7200, 10800), (0, 3600)],
+            "visits[1].window.start must not be before visits[0].window.end",
+        ),
+        (
+            [(0, 3600), (1800, 5400)],
+            "visits[1].window.start must not be before visits[0].window.end",
+        ),
+        (
+            [(0, 3600), (3600, 7200), (3600, 7200)],
+            "visits[2].window.start must not be before visits[1].window.end",
+        ),
+        ([(0, 3600), (7200, 3600)], "visits[1].window.end must be after visits[1].window.start"),
+        ([(0, 3600), (7200, 7200)], "visits[1].window.end must be after visits[1].window.start"),
+    ],
+)
+def test_job_visits_invalid_422(api: Api, windows: list[tuple[float, float]], message: str) -> None:
+    api.contractor("c1")
+    now = time.time()
+    shifted = [(now + start, now + end) for start, end in windows]
+    response = api.post("/v1/jobs", visits_body("j1", "c1", shifted))
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+    assert api.get("/v1/jobs/j1").status_code == 404
+
+
+def test_job_visits_overlap_names_values(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    response = api.post("/v1/jobs", visits_body("j1", "c1", [(now, now + 3600), (now + 1800, now + 5400)]))
+    detail = response.json()["detail"]
+    assert iso(now + 1800) in detail
+    assert iso(now + 3600) in detail
+    assert "visits must be in time order and must not overlap" in detail
+
+
+def test_job_window_and_visits_422(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    body = visits_body("j1", "c1", [(now, now + 3600)])
+    body["window"] = {"start": iso(now + 7200), "end": iso(now + 10800)}
+    response = api.post("/v1/jobs", body)
+    assert response.status_code == 422
+    assert "give either window or visits, not both" in response.json()["detail"]
+    assert api.get("/v1/jobs/j1").status_code == 404
+
+
+def test_job_zero_length_window_422(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    response = api.post("/v1/jobs", job_body("j1", "c1", now, now))
+    assert response.status_code == 422
+    assert "window.end must be after window.start" in response.json()["detail"]
+
+
+def test_job_empty_visits_422(api: Api) -> None:
+    api.contractor("c1")
+    response = api.post("/v1/jobs", visits_body("j1", "c1", []))
+    assert response.status_code == 422
+    assert "visits must contain 1 to 20 visits, got []" in response.json()["detail"]
+
+
+@given(
+    windows=st.lists(
+        st.tuples(st.integers(0, 10 * 86400), st.integers(1, 86400)), min_size=1, max_size=6
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_visits_order_rule(windows: list[tuple[int, int]]) -> None:
+    base = float(int(time.time()))
+    spans = [(base + offset, base + offset + length) for offset, length in windows]
+    body = JobIn.model_validate(visits_body("j1", "c1", spans))
+    first_bad = next(
+        (index for index in range(1, len(spans)) if spans[index][0] < spans[index - 1][1]), None
+    )
+    if first_bad is None:
+        visits = _visits(body)
+        assert [(visit.start_t, visit.end_t) for visit in visits] == spans
+    else:
+        with pytest.raises(ValueError, match=rf"^visits\[{first_bad}\]\.window\.start must not"):
+            _visits(body)
 
 
 def test_job_duplicate_id_409(api: Api) -> None:
