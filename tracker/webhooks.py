@@ -62,18 +62,55 @@ def retry_delay_s(attempt: int) -> float:
 
 
 def check_url(url: str) -> str:
-    """Return ``url`` if it is an absolute http(s) URL, else raise ValueError."""
-    parts = urlsplit(url)
+    """Return ``url`` if webhooks may post to it, else raise ValueError.
+
+    The URL must be absolute http or https with a port within 1..65535. A
+    host written as an IP address, in any notation the resolver accepts,
+    must pass `blocked_reason`. A host name is checked only when each
+    delivery resolves it, so registration works offline.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"url must be a valid http or https URL ({error}), got {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"url must be an absolute http or https URL, got {url!r}")
-    try:
-        literal = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return url  # a host name, checked when it is resolved for delivery
-    blocked = blocked_reason(literal)
+    if port == 0:
+        raise ValueError(f"url port must be within 1..65535, got {url!r}")
+    address = host_address(url, parts.hostname)
+    if address is None:
+        return url
+    blocked = blocked_reason(address)
     if blocked:
-        raise WebhookTargetError(f"url must not point at {blocked}, got {url!r}")
+        raise WebhookTargetError(f"url must not point at {blocked}, got {url!r} ({address})")
     return url
+
+
+def host_address(
+    url: str, host: str
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parse a URL's host as an IP address, or return None for a host name.
+
+    IPv4 goes through ``socket.inet_aton``, which accepts the legacy forms
+    that the resolver accepts too: one decimal, hex or octal number
+    (``2852039166``, ``0xa9fea9fe``) and short dotted forms (``127.1``).
+    """
+    # glibc's inet_aton ignores whatever follows a space, so "127.0.0.1 x"
+    # would parse, while no resolver takes such a host.
+    if any(char.isspace() or not char.isprintable() for char in host):
+        raise ValueError(f"url host must not contain whitespace or control characters, got {url!r}")
+    if ":" in host:
+        # Only a bracketed IPv6 literal contains a colon. The zone after %
+        # names a local interface and is not part of the address.
+        try:
+            return ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"url host must be a valid IPv6 address, got {url!r}") from None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 class WebhookTargetError(ValueError):

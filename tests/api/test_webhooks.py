@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,9 +15,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from support import Api
-from tracker.webhooks import check_url, retry_delay_s, sign
+from tracker.webhooks import (
+    WebhookTargetError,
+    blocked_reason,
+    check_target,
+    check_url,
+    host_address,
+    retry_delay_s,
+    sign,
+)
 
 
 class Receiver:
@@ -150,3 +163,142 @@ def test_webhook_metadata_address_422(api: Api) -> None:
     response = api.post("/v1/webhooks", {"url": "http://169.254.169.254/latest"})
     assert response.status_code == 422
     assert "link-local" in response.json()["detail"]
+
+
+def ipv4_notations(value: int) -> list[str]:
+    """Spell one IPv4 address in each form that inet_aton and the resolver accept."""
+    a, b, c, d = value.to_bytes(4, "big")
+    return [
+        f"{a}.{b}.{c}.{d}",
+        str(value),
+        hex(value),
+        f"0{value:o}",
+        ".".join(hex(part) for part in (a, b, c, d)),
+        ".".join(f"0{part:o}" for part in (a, b, c, d)),
+        f"{a}.{b}.{(c << 8) | d}",
+        f"{a}.{(b << 16) | (c << 8) | d}",
+        f"{hex(a)}.0{b:o}.{c}.{d}",
+    ]
+
+
+def mapped_notations(value: int) -> list[str]:
+    """Spell one IPv4 address as IPv4-mapped IPv6 URL hosts."""
+    a, b, c, d = value.to_bytes(4, "big")
+    return [f"[::ffff:{a}.{b}.{c}.{d}]", f"[::ffff:{value >> 16:x}:{value & 0xFFFF:x}]"]
+
+
+def addresses_in(*networks: str) -> st.SearchStrategy[int]:
+    """Draw IPv4 addresses, as integers, from the given networks."""
+    parsed = [ipaddress.IPv4Network(network) for network in networks]
+    return st.sampled_from(parsed).flatmap(
+        lambda network: st.integers(int(network.network_address), int(network.broadcast_address))
+    )
+
+
+BLOCKED_IPV4 = addresses_in("169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "0.0.0.0/32")
+LOCAL_IPV4 = addresses_in("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://2852039166/latest",
+        "http://0xa9fea9fe/latest",
+        "http://0251.0376.0251.0376/latest",
+        "http://169.254.43518/latest",
+        "http://169.16689662/latest",
+        "http://[::ffff:169.254.169.254]/latest",
+        "http://[fe80::1%25eth0]/x",
+        "http://0/x",
+    ],
+)
+def test_webhook_ip_notation_422(api: Api, url: str) -> None:
+    response = api.post("/v1/webhooks", {"url": url})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith("url must not point at")
+    assert repr(url) in detail
+    assert api.get("/v1/webhooks").json()["webhooks"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://example.invalid:99999/x", "url must be a valid http or https URL"),
+        ("http://example.invalid:0/x", "url port must be within 1..65535"),
+        ("http://[::1/x", "url must be a valid http or https URL"),
+        ("http://127.0.0.1 x/", "url host must not contain whitespace"),
+        ("gopher://127.0.0.1/x", "url must be an absolute http or https URL"),
+    ],
+)
+def test_webhook_invalid_url_message(api: Api, url: str, message: str) -> None:
+    response = api.post("/v1/webhooks", {"url": url})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith(message)
+    assert repr(url) in detail
+
+
+def test_webhook_loopback_short_form_201(api: Api) -> None:
+    # Loopback is allowed because the delivery-time check allows it too.
+    response = api.post("/v1/webhooks", {"url": "http://127.1:9/hook"})
+    assert response.status_code == 201, response.text
+
+
+def test_check_target_rejects_decimal_ip() -> None:
+    with pytest.raises(WebhookTargetError, match="link-local"):
+        asyncio.run(check_target("http://2852039166/latest"))
+
+
+@given(value=BLOCKED_IPV4)
+@settings(max_examples=300, deadline=None)
+def test_check_url_blocks_every_notation(value: int) -> None:
+    for host in ipv4_notations(value) + mapped_notations(value):
+        with pytest.raises(WebhookTargetError, match="url must not point at"):
+            check_url(f"http://{host}/x")
+
+
+@given(
+    network=st.sampled_from(["fe80::/10", "ff00::/8"]),
+    offset=st.integers(0, 2**118 - 1),
+    zone=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_check_url_blocks_ipv6(network: str, offset: int, zone: bool) -> None:
+    address = ipaddress.IPv6Network(network)[offset]
+    suffix = "%25eth0" if zone else ""
+    for text in (address.compressed, address.exploded):
+        with pytest.raises(WebhookTargetError, match="url must not point at"):
+            check_url(f"http://[{text}{suffix}]/x")
+
+
+@given(value=LOCAL_IPV4)
+@settings(max_examples=300, deadline=None)
+def test_check_url_allows_local_notations(value: int) -> None:
+    for host in ipv4_notations(value):
+        assert check_url(f"http://{host}:8080/x") == f"http://{host}:8080/x"
+
+
+@given(value=st.integers(0, 2**32 - 1))
+@settings(max_examples=300, deadline=None)
+def test_check_url_agrees_with_delivery(value: int) -> None:
+    for host in ipv4_notations(value) + mapped_notations(value):
+        url = f"http://{host}/x"
+        bare = host.strip("[]")
+        # AI_NUMERICHOST keeps this a parse: it fails rather than query DNS.
+        info = socket.getaddrinfo(bare, 80, flags=socket.AI_NUMERICHOST)
+        resolved = ipaddress.ip_address(info[0][4][0])
+        assert host_address(url, bare) == resolved
+        blocked = blocked_reason(resolved) is not None
+        rejected_at_registration = False
+        try:
+            check_url(url)
+        except WebhookTargetError:
+            rejected_at_registration = True
+        rejected_at_delivery = False
+        try:
+            asyncio.run(check_target(url))
+        except WebhookTargetError:
+            rejected_at_delivery = True
+        assert rejected_at_registration == blocked
+        assert rejected_at_delivery == blocked
