@@ -137,6 +137,7 @@ def command_graph_build(args: argparse.Namespace) -> int:
     try:
         graph = build_graph(args.source, cache_dir=args.cache_dir, progress=True)
     except GraphSourceError as error:
+        logger.debug("graph build from %s failed", args.source, exc_info=True)
         print(f"enroute: {error}", file=sys.stderr)
         return 1
     report = graph.report

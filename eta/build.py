@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import networkx as nx
 
@@ -268,7 +269,15 @@ def _read_raw_graph(
 
     if resolved.kind == "graphml":
         assert resolved.path is not None
-        G = ox.load_graphml(resolved.path)
+        try:
+            G = ox.load_graphml(resolved.path)
+        except (ElementTree.ParseError, nx.NetworkXError, KeyError, TypeError, ValueError) as error:
+            # networkx and osmnx raise KeyError for an unknown attribute type,
+            # TypeError for a missing id and ValueError for a value that doesn't convert.
+            raise GraphSourceError(
+                resolved.path, f"could not parse {resolved.path} as GraphML: {error}"
+            ) from error
+        _check_osmnx_graph(G, resolved.path)
         return G, _country_from_edges(G)
 
     if resolved.kind == "place":
@@ -287,9 +296,15 @@ def _read_raw_graph(
         return G, _country_from_edges(G)
 
     assert resolved.path is not None
-    extract = read_drivable_ways(
-        resolved.path, on_ways_read=lambda n: bar.note(f"reading OSM data: {n:,} ways")
-    )
+    try:
+        extract = read_drivable_ways(
+            resolved.path, on_ways_read=lambda n: bar.note(f"reading OSM data: {n:,} ways")
+        )
+    except RuntimeError as error:
+        # pyosmium raises libosmium's XML, PBF and decompression errors as RuntimeError.
+        raise GraphSourceError(
+            resolved.path, f"could not parse {resolved.path} as OSM data: {error}"
+        ) from error
     report["osm_ways_read"] = extract.ways_read
     report["osm_drivable_ways"] = len(extract.ways)
     report["osm_truncated_ways"] = extract.truncated_ways
@@ -306,6 +321,19 @@ def _read_raw_graph(
             xml_path, bidirectional=False, simplify=False, retain_all=True
         )
     return G, extract.country
+
+
+def _check_osmnx_graph(G: nx.MultiDiGraph, path: Path) -> None:
+    """Raise GraphSourceError unless a GraphML graph has what osmnx needs."""
+    if "crs" not in G.graph:
+        raise GraphSourceError(
+            path, f"{path} is not an osmnx graph: the graph has no crs attribute"
+        )
+    for node, data in G.nodes(data=True):
+        if "x" not in data or "y" not in data:
+            raise GraphSourceError(
+                path, f"{path} is not an osmnx graph: node {node} has no x and y coordinates"
+            )
 
 
 def _has_travel_times(G: nx.MultiDiGraph) -> bool:
@@ -402,7 +430,8 @@ def build_graph(
     GraphSourceNotFoundError
         If a file source does not exist.
     GraphSourceError
-        If the source is unsupported or contains no drivable roads.
+        If the source is unsupported, can't be parsed or contains no
+        drivable roads.
     """
     resolved = resolve_source(source)
     source_hash = _source_hash(resolved)

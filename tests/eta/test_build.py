@@ -5,7 +5,9 @@ from __future__ import annotations
 import bz2
 import gzip
 import logging
+import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,16 @@ import networkx as nx
 import numpy as np
 import osmnx as ox
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from eta.build import build_graph, load_graph, resolve_source
+from eta.build import (
+    OSM_SUFFIXES,
+    build_graph,
+    default_source_path,
+    load_graph,
+    resolve_source,
+)
 from eta.cache import cache_file_name, cache_key, file_sha256
 from eta.errors import GraphSourceError, GraphSourceNotFoundError
 from eta.graph import RoadGraph
@@ -362,6 +372,103 @@ def test_source_without_roads(tmp_path: Path, osm_writer: Callable[..., Path]) -
     )
     with pytest.raises(GraphSourceError, match="contains no drivable roads"):
         build_graph(source, cache_dir=tmp_path, progress=False)
+
+
+GRAPHML_HEADER = '<?xml version="1.0"?><graphml xmlns="http://graphml.graphdrawing.org/xmlns">'
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("broken.osm", b'<osm version="0.6"><node id="1"', "as OSM data: XML parsing error"),
+        ("broken.osm.gz", gzip.compress(b"<osm version="), "as OSM data: XML parsing error"),
+        ("broken.osm.bz2", bz2.compress(b"<osm version="), "as OSM data: XML parsing error"),
+        ("plain.osm.gz", b"not gzip", "as OSM data"),
+        ("random.osm.pbf", bytes(range(256)) * 4, "as OSM data: PBF error"),
+        ("broken.graphml", b"<graphml><graph", "as GraphML"),
+        ("other.graphml", b"<svg/>", "as GraphML"),
+    ],
+    ids=["osm", "osm.gz", "osm.bz2", "not-gzip", "pbf", "graphml", "not-graphml"],
+)
+def test_corrupt_source_error(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    source = tmp_path / name
+    source.write_bytes(content)
+    with pytest.raises(GraphSourceError, match=f"^could not parse {re.escape(str(source))} {message}") as info:
+        build_graph(source, cache_dir=tmp_path, progress=False)
+    assert info.value.source == source
+
+
+def test_cut_pbf_error(tmp_path: Path) -> None:
+    source = tmp_path / "cut.osm.pbf"
+    source.write_bytes(default_source_path().read_bytes()[:3000])
+    with pytest.raises(GraphSourceError, match="PBF error: unexpected EOF"):
+        build_graph(source, cache_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            (
+                "<key id='k' for='node' attr.name='x' attr.type='weird'/>"
+                "<graph edgedefault='directed'><node id='1'><data key='k'>1</data></node></graph>"
+            ),
+            "'weird'",
+        ),
+        ("<graph edgedefault='directed'><node/></graph>", "int() argument must be"),
+        (
+            (
+                "<key id='k' for='node' attr.name='x' attr.type='double'/>"
+                "<graph edgedefault='directed'><node id='1'><data key='k'>abc</data></node></graph>"
+            ),
+            "could not convert string to float: 'abc'",
+        ),
+        (
+            "<graph edgedefault='directed'><node id='1'><data key='zz'>1</data></node></graph>",
+            "Bad GraphML data: no key zz",
+        ),
+    ],
+    ids=["attribute-type", "node-id", "value", "data-key"],
+)
+def test_graphml_invalid_error(tmp_path: Path, body: str, message: str) -> None:
+    source = tmp_path / "invalid.graphml"
+    source.write_text(GRAPHML_HEADER + body + "</graphml>")
+    with pytest.raises(GraphSourceError, match=re.escape(f"as GraphML: {message}")):
+        build_graph(source, cache_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("<graph edgedefault='directed'><node id='1'/></graph>", "the graph has no crs attribute"),
+        (
+            (
+                "<key id='c' for='graph' attr.name='crs' attr.type='string'/>"
+                "<graph edgedefault='directed'><data key='c'>epsg:4326</data><node id='1'/></graph>"
+            ),
+            "node 1 has no x and y coordinates",
+        ),
+    ],
+    ids=["crs", "coordinates"],
+)
+def test_graphml_not_osmnx_error(tmp_path: Path, body: str, message: str) -> None:
+    source = tmp_path / "plain.graphml"
+    source.write_text(GRAPHML_HEADER + body + "</graphml>")
+    with pytest.raises(GraphSourceError, match=f"is not an osmnx graph: {message}"):
+        build_graph(source, cache_dir=tmp_path, progress=False)
+
+
+@given(
+    suffix=st.sampled_from([*OSM_SUFFIXES, ".graphml"]),
+    content=st.binary(max_size=2000),
+)
+@settings(max_examples=150, deadline=None)
+def test_random_bytes_source_error(suffix: str, content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / f"random{suffix}"
+        source.write_bytes(content)
+        with pytest.raises(GraphSourceError):
+            build_graph(source, cache_dir=folder, progress=False)
 
 
 def test_way_with_missing_nodes_is_cut(
