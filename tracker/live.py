@@ -30,6 +30,7 @@ import orjson
 from tracker import keys
 from tracker.batch import BATCH_HEADER, message_route, split_batch
 from tracker.store import TRANSIENT_ERRORS, RedisClient
+from tracker.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +173,7 @@ class LiveHub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._pubsub is not None:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._pubsub.aclose()

@@ -17,7 +17,6 @@ lock per organisation and tick lets only one process act on each tick.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -25,6 +24,7 @@ from tracker import keys
 from tracker.jobs import ACTIVE_STATUSES, Event, Job, JobStatus, JobStore
 from tracker.settings import Settings
 from tracker.store import TRANSIENT_ERRORS, RedisClient
+from tracker.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,7 @@ class FlagScheduler:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         logger.info("flag scheduler started, every %.0f s", TICK_S)

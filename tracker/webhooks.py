@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError
 
 from tracker import keys
 from tracker.store import TRANSIENT_ERRORS, RedisClient
+from tracker.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +195,7 @@ class Webhooks:
     async def stop(self) -> None:
         """Stop the delivery loop; unfinished deliveries are retried later."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._http is not None:
             await self._http.aclose()
 
