@@ -14,13 +14,11 @@ from typing import Any
 
 import orjson
 
+from api.ports import STARTUP_FAILURE_EXIT, PortUnavailableError, check_port_free
 from tracker.redis_server import EmbeddedRedis, RedisUnavailableError
 from tracker.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
-
-#: Allocations before a young collection, then young and middle collections
-#: before an older one; see run_server.
 
 
 def configure_logging(level: str) -> None:
@@ -100,6 +98,7 @@ def run_server(settings: Settings, redis_url: str) -> None:
 
 def command_serve(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
+    check_port_free(settings.host, settings.port)
     with redis_for(settings) as url:
         run_server(settings, url)
     return 0
@@ -280,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RedisUnavailableError as error:
         print(f"enroute: {error}", file=sys.stderr)
         return 2
+    except PortUnavailableError as error:
+        print(f"enroute: {error}", file=sys.stderr)
+        return STARTUP_FAILURE_EXIT
     except KeyboardInterrupt:
         return 130
 

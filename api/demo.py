@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from api.cli import redis_for
+from api.ports import check_port_free
 from tracker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,12 @@ def run_demo(
     from tracker.store import connect
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    port = settings.port or _free_port(settings.host)
+    # The demo finds its server by polling the port, so a server of another
+    # process on that port would pass the health check in its place.
+    check_port_free(settings.host, port)
     print("loading the road graph ...", flush=True)
     graph = load_graph(settings.graph, cache_dir=settings.graph_cache_dir, progress=True)
-    port = settings.port or _free_port(settings.host)
     with redis_for(settings) as redis_url:
         server = _start_server(settings, redis_url, port)
         base_url = f"http://{settings.host}:{port}"

@@ -1,20 +1,58 @@
-"""The ``enroute`` command line: graph build and org create."""
+"""The ``enroute`` command line: graph build, org create and a busy port."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from support import REPO_ROOT, shared_dir, unique_name
 
+# A server that hangs instead of exiting fails the test after this long.
+EXIT_LIMIT_S = 60
 
-def enroute(*args: str) -> subprocess.CompletedProcess[str]:
+
+def enroute(*args: str, timeout_s: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "api.cli", *args],
+        check=False,
+        cwd=REPO_ROOT,
+        env=embedded_redis_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
+
+
+def embedded_redis_env(**env: str) -> dict[str, str]:
+    """Return the environment of a command that starts its own embedded Redis."""
+    merged = {**os.environ, **env}
+    merged.pop("ENROUTE_REDIS_URL", None)
+    return merged
+
+
+@contextmanager
+def busy_port() -> Iterator[int]:
+    """Listen on a free port of 127.0.0.1 for the duration of the block."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def assert_redis_stopped(data_dir: Path) -> None:
+    pid_path = data_dir / "redis.pid"
+    if not pid_path.exists():
+        return
+    pid = int(pid_path.read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_graph_build_reports_graph(tmp_path: Path) -> None:
@@ -94,3 +132,51 @@ def test_org_create_prints_key_once(redis_url: str) -> None:
     result = enroute("org", "create", unique_name("print-key"), "--redis-url", redis_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ek_") == 1
+
+
+def test_serve_busy_port_exits(tmp_path: Path) -> None:
+    with busy_port() as port:
+        result = enroute(
+            "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), timeout_s=EXIT_LIMIT_S
+        )
+    assert result.returncode == 3
+    assert f"127.0.0.1:{port}: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert_redis_stopped(tmp_path / "data")
+
+
+def test_serve_lost_bind_race_exits(tmp_path: Path, graph_cache_dir: Path) -> None:
+    # Another process can take the port after the check and before uvicorn
+    # binds it. uvicorn then fails to bind after the app started its services.
+    script = (
+        "import sys\n"
+        "import api.cli\n"
+        "api.cli.check_port_free = lambda host, port: None\n"
+        "sys.exit(api.cli.main(sys.argv[1:]))\n"
+    )
+    data_dir = tmp_path / "data"
+    with busy_port() as port:
+        result = subprocess.run(
+            [sys.executable, "-c", script, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+            check=False,
+            cwd=REPO_ROOT,
+            env=embedded_redis_env(ENROUTE_GRAPH_CACHE_DIR=str(graph_cache_dir)),
+            capture_output=True,
+            text=True,
+            timeout=EXIT_LIMIT_S,
+        )
+    assert result.returncode == 3
+    assert f"('127.0.0.1', {port}): address already in use" in result.stderr
+    assert "stopping embedded redis-server" in result.stderr
+    assert_redis_stopped(data_dir)
+
+
+def test_demo_busy_port_exits(tmp_path: Path) -> None:
+    with busy_port() as port:
+        result = enroute(
+            "demo", "--port", str(port), "--duration", "5", "--data-dir", str(tmp_path / "data"),
+            timeout_s=EXIT_LIMIT_S,
+        )  # fmt: skip
+    assert result.returncode == 3
+    assert f"127.0.0.1:{port}: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
