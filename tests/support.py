@@ -42,10 +42,17 @@ def unique_name(prefix: str = "org") -> str:
 
 
 class ServerProcess:
-    """An ``enroute serve`` process on a free port against a given Redis."""
+    """An ``enroute serve`` process on a free port against a given Redis.
 
-    def __init__(self, redis_url: str, log_path: Path, **env: str) -> None:
+    With ``redis_url`` None, the process starts or shares the embedded
+    Redis in ``data_dir``.
+    """
+
+    def __init__(
+        self, redis_url: str | None, log_path: Path, data_dir: Path | None = None, **env: str
+    ) -> None:
         self.redis_url = redis_url
+        self.data_dir = data_dir
         self.port = free_port()
         self.log_path = log_path
         self.env = env
@@ -60,10 +67,17 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
-        env = {**os.environ, **self.env, "ENROUTE_REDIS_URL": self.redis_url}
+        env = {**os.environ, **self.env}
+        command = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)]
+        if self.redis_url is None:
+            env.pop("ENROUTE_REDIS_URL", None)
+            if self.data_dir is not None:
+                command += ["--data-dir", str(self.data_dir)]
+        else:
+            env["ENROUTE_REDIS_URL"] = self.redis_url
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+                command,
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=log,

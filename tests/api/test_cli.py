@@ -1,4 +1,4 @@
-"""The ``enroute`` command line: graph build, org create and a busy port."""
+"""The ``enroute`` command line: graph build, org create, busy port, shared Redis."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
-from support import REPO_ROOT, shared_dir, unique_name
+from support import REPO_ROOT, Api, ServerProcess, shared_dir, unique_name
 
 # A server that hangs instead of exiting fails the test after this long.
 EXIT_LIMIT_S = 60
@@ -47,12 +49,27 @@ def busy_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
+def redis_running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for_redis_exit(pid: int, timeout_s: float = 15.0) -> bool:
+    """Wait until the redis-server ``pid`` has exited; return whether it did."""
+    deadline = time.monotonic() + timeout_s
+    while redis_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not redis_running(pid)
+
+
 def assert_redis_stopped(data_dir: Path) -> None:
+    # A serve process that gets SIGTERM exits before its embedded Redis,
+    # which follows it through the parent-death signal.
     pid_path = data_dir / "redis.pid"
-    if not pid_path.exists():
-        return
-    pid = int(pid_path.read_text())
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    if pid_path.exists():
+        assert wait_for_redis_exit(int(pid_path.read_text()))
 
 
 def test_graph_build_reports_graph(tmp_path: Path) -> None:
@@ -180,3 +197,47 @@ def test_demo_busy_port_exits(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert f"127.0.0.1:{port}: address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def wait_until_healthy(base_url: str, timeout_s: float) -> int:
+    """Poll ``/healthz`` until it returns 200 or the time is up; return the last status."""
+    status = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            status = httpx.get(base_url + "/healthz", timeout=1).status_code
+        except httpx.HTTPError:
+            status = 0
+        if status == 200:
+            return status
+        time.sleep(0.2)
+    return status
+
+
+def test_serve_sharer_outlives_owner(tmp_path: Path, graph_cache_dir: Path) -> None:
+    data_dir = tmp_path / "data"
+    cache = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir)}
+    owner = ServerProcess(None, tmp_path / "owner.log", data_dir, **cache).start()
+    sharer = ServerProcess(None, tmp_path / "sharer.log", data_dir, **cache)
+    try:
+        sharer.start()
+        assert "sharing embedded redis-server" in sharer.log_path.read_text()
+        created = enroute("org", "create", unique_name("shared"), "--data-dir", str(data_dir))
+        assert created.returncode == 0, created.stderr
+        api_key = created.stdout.split("api key: ", 1)[1].split()[0]
+        owner_redis_pid = int((data_dir / "redis.pid").read_text())
+
+        owner.stop()
+        assert wait_for_redis_exit(owner_redis_pid)
+
+        assert wait_until_healthy(sharer.base_url, 30) == 200, sharer.log_path.read_text()[-3000:]
+        api = Api(sharer.base_url, api_key)
+        try:
+            response = api.post("/v1/contractors", {"id": "after-owner-stopped"})
+        finally:
+            api.client.close()
+        assert response.status_code == 201, response.text
+    finally:
+        owner.stop()
+        sharer.stop()
+    assert_redis_stopped(data_dir)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import redis
 
 from tracker.redis_server import EmbeddedRedis
@@ -93,3 +94,49 @@ def test_leftover_of_killed_parent_is_reused(tmp_path: Path) -> None:
         server.stop()
     leftover = int((tmp_path / "redis.pid").read_text()) if (tmp_path / "redis.pid").exists() else None
     assert leftover is None or not Path(f"/proc/{leftover}").exists()
+
+
+def servers_on(socket_path: Path) -> list[int]:
+    """Return the pids of the redis-server processes listening on ``socket_path``."""
+    pids = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(socket_path) in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+            pids.append(process.pid)
+    return pids
+
+
+def wait_for_new_pid(servers: list[EmbeddedRedis], old_pid: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(server.pid not in (None, old_pid) for server in servers):
+            return
+        time.sleep(0.1)
+
+
+def test_sharers_take_over_stopped_server(tmp_path: Path) -> None:
+    owner = EmbeddedRedis(tmp_path)
+    url = owner.start()
+    sharers = [EmbeddedRedis(tmp_path), EmbeddedRedis(tmp_path)]
+    for sharer in sharers:
+        sharer.start()
+        sharer.supervise(poll_s=0.1)
+    try:
+        redis.Redis.from_url(url).set("acked", "1")
+        old_pid = owner.pid
+        assert old_pid is not None
+        assert [sharer.pid for sharer in sharers] == [old_pid, old_pid]
+
+        owner.stop()
+        wait_for_new_pid(sharers, old_pid)
+
+        assert wait_for_ping(url)
+        new_pid = sharers[0].pid
+        assert new_pid not in (None, old_pid)
+        assert sharers[1].pid == new_pid
+        assert servers_on(sharers[0].socket_path) == [new_pid]
+        assert redis.Redis.from_url(url).get("acked") == b"1"
+    finally:
+        for sharer in sharers:
+            sharer.stop()
+    assert servers_on(sharers[0].socket_path) == []
