@@ -27,6 +27,7 @@ import httpx
 
 from api.cli import redis_for
 from api.ports import check_port_free
+from tracker.redis_server import die_with_parent
 from tracker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,10 @@ def _start_server(settings: Settings, redis_url: str, port: int) -> subprocess.P
         env["ENROUTE_GRAPH"] = settings.graph
     command = [sys.executable, "-m", "api.cli", "--log-level", "warning", "serve",
                "--host", settings.host, "--port", str(port)]  # fmt: skip
-    process = subprocess.Popen(command, env=env)  # noqa: S603 - fixed argument list
+    # The server gets SIGTERM when the demo dies, even from SIGKILL (on Linux).
+    process = subprocess.Popen(  # noqa: S603 - fixed argument list
+        command, env=env, preexec_fn=die_with_parent  # noqa: PLW1509 - only prctl, no locks
+    )
     base_url = f"http://{settings.host}:{port}"
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -11,9 +12,9 @@ import time
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 import websockets
-
 from support import REPO_ROOT, free_port
 
 DEMO_ENV = {
@@ -85,3 +86,40 @@ async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> No
     assert arrived >= 1, output
     assert completed >= 1, output
     assert "Dispatcher: http://" in output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux only")
+async def test_demo_killed_stops_its_server(tmp_path: Path, graph_cache_dir: Path) -> None:
+    env = {
+        **os.environ,
+        "ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir),
+        "ENROUTE_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.pop("ENROUTE_REDIS_URL", None)
+    command = [
+        sys.executable, "-m", "api.cli", "--log-level", "warning", "demo",
+        "--port", str(free_port()), "--duration", "300", "--contractors", "1", "--jobs", "1",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    servers: list[psutil.Process] = []
+    alive: list[psutil.Process] = []
+    try:
+        # The links are printed once the server answers.
+        while b"Dispatcher: http://" not in await asyncio.wait_for(process.stdout.readline(), 120):
+            pass
+        children = psutil.Process(process.pid).children(recursive=True)
+        servers = [child for child in children if "serve" in child.cmdline()]
+        process.kill()
+        _, alive = await asyncio.to_thread(psutil.wait_procs, servers, timeout=15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        # A server left running would keep the demo's output pipe open.
+        for server in alive:
+            server.kill()
+        await process.wait()
+    assert len(servers) == 1
+    assert alive == []
