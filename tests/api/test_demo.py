@@ -40,9 +40,8 @@ async def watch(url: str, seconds: float) -> list[dict]:
     return updates
 
 
-@pytest.mark.slow
-async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> None:
-    port = free_port()
+async def start_demo(tmp_path: Path, graph_cache_dir: Path, *arguments: str) -> asyncio.subprocess.Process:
+    """Start ``enroute demo`` with its own embedded Redis; its output comes through a pipe."""
     env = {
         **os.environ,
         **DEMO_ENV,
@@ -50,14 +49,19 @@ async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> No
         "ENROUTE_DATA_DIR": str(tmp_path / "data"),
     }
     env.pop("ENROUTE_REDIS_URL", None)
-    command = [
-        sys.executable, "-m", "api.cli", "--log-level", "warning", "demo",
+    command = [sys.executable, "-m", "api.cli", "--log-level", "warning", "demo", *arguments]
+    return await asyncio.create_subprocess_exec(
+        *command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+
+
+@pytest.mark.slow
+async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> None:
+    port = free_port()
+    process = await start_demo(
+        tmp_path, graph_cache_dir,
         "--port", str(port), "--duration", "90", "--contractors", "4", "--jobs", "2",
         "--service-s", "15", "--min-trip-s", "10", "--max-trip-s", "30",
-    ]  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=REPO_ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     assert process.stdout is not None
     lines: list[str] = []
@@ -90,24 +94,14 @@ async def test_demo_runs_end_to_end(tmp_path: Path, graph_cache_dir: Path) -> No
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux only")
 async def test_demo_killed_stops_its_server(tmp_path: Path, graph_cache_dir: Path) -> None:
-    env = {
-        **os.environ,
-        "ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir),
-        "ENROUTE_DATA_DIR": str(tmp_path / "data"),
-    }
-    env.pop("ENROUTE_REDIS_URL", None)
-    command = [
-        sys.executable, "-m", "api.cli", "--log-level", "warning", "demo",
-        "--port", str(free_port()), "--duration", "300", "--contractors", "1", "--jobs", "1",
-    ]  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    process = await start_demo(
+        tmp_path, graph_cache_dir, "--port", str(free_port()), "--duration", "300", "--contractors", "1"
     )
     assert process.stdout is not None
     servers: list[psutil.Process] = []
     alive: list[psutil.Process] = []
     try:
-        # The links are printed once the server answers.
+        # The links are printed once the server responds.
         while b"Dispatcher: http://" not in await asyncio.wait_for(process.stdout.readline(), 120):
             pass
         children = psutil.Process(process.pid).children(recursive=True)
