@@ -92,6 +92,8 @@ async def set_privacy(body: PrivacyIn, request: Request, org: str = Depends(requ
         else:
             pipe.hset(keys.meta(org), name, repr(value))
     await pipe.execute()
+    # Connected customers apply the new rules at once.
+    await client.publish(keys.live_channel(org), orjson.dumps({"type": "privacy", **body.model_dump()}))
     return _json(body.model_dump())
 
 

@@ -24,6 +24,8 @@ from tracker.store import Argument, CommandPipe
 BATCH_HEADER = b"batch\n"
 #: Routing key of a message that only viewers of every message want.
 NO_ROUTE = "-"
+#: Routing key of a change of the organisation's privacy settings.
+PRIVACY_ROUTE = "privacy"
 
 T = TypeVar("T")
 
@@ -75,7 +77,7 @@ class Batch:
 
 
 def message_route(message: dict[str, Any]) -> str:
-    """Return the routing key of a live message: its contractor, its job or NO_ROUTE."""
+    """Return the routing key of a live message: its contractor, its job, PRIVACY_ROUTE or NO_ROUTE."""
     kind = message.get("type")
     if kind == "position":
         return "c:" + str(message.get("contractor_id"))
@@ -83,6 +85,8 @@ def message_route(message: dict[str, Any]) -> str:
         return "j:" + str(message.get("job", {}).get("id"))
     if kind == "event":
         return "j:" + str(message.get("event", {}).get("job_id"))
+    if kind == "privacy":
+        return PRIVACY_ROUTE
     return NO_ROUTE
 
 

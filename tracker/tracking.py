@@ -23,6 +23,7 @@ import orjson
 
 from geofence.fences import Fence, fence_from_site
 from tracker import keys, orgs
+from tracker.batch import PRIVACY_ROUTE
 from tracker.jobs import Job, JobStatus, iso, window_json
 from tracker.live import Viewer
 from tracker.store import RedisClient
@@ -142,6 +143,9 @@ class TrackView:
         self.privacy = privacy
         self.route: list[list[float]] | None = job.route
         self._fence: Fence | None = None
+        # Whether the last update showed the contractor, so that hiding him
+        # sends an update too.
+        self.position_shown = False
         # The route the viewer last received. Routes are long and change
         # every few seconds at most, so updates repeat them only on change.
         self._route_sent: list[list[float]] | None = None
@@ -199,13 +203,16 @@ class TrackView:
             body["position"] = {
                 key: self.fix[key] for key in ("lat", "lon", "t", "acc") if key in self.fix
             }
+            self.position_shown = True
             if job.status is JobStatus.EN_ROUTE and self.route:
                 if not route_changes_only or self.route is not self._route_sent:
                     body["route"] = self.route
                     self._route_sent = self.route
                 return body
+            return body
         # Hidden now, so the viewer drops its route; it is sent again when
         # the contractor shows up again.
+        self.position_shown = False
         self._route_sent = None
         return body
 
@@ -216,7 +223,7 @@ class TrackViewer(Viewer):
     def __init__(self, org: str, view: TrackView, send: Any) -> None:
         super().__init__(org, send, self.render)
         self.view = view
-        self.routes = frozenset({"c:" + view.job.contractor_id, "j:" + view.job.id})
+        self.routes = frozenset({"c:" + view.job.contractor_id, "j:" + view.job.id, PRIVACY_ROUTE})
 
     def offer(self, message: dict[str, Any], raw: bytes) -> None:
         view = self.view
@@ -225,7 +232,7 @@ class TrackViewer(Viewer):
             if message["contractor_id"] != view.job.contractor_id:
                 return
             view.fix = message["fix"]
-            if not view.position_visible():
+            if not view.position_visible() and not view.position_shown:
                 return
         elif kind == "job":
             changed = message["job"]
@@ -242,6 +249,8 @@ class TrackViewer(Viewer):
             view.job.status = JobStatus(event["status"])
             view.job.flags = event["flags"]
             self.mailbox.put_event(orjson.dumps({"type": "event", "event": customer_event(event)}))
+        elif kind == "privacy":
+            view.privacy = Privacy(message.get("reveal_within_s"), message.get("reveal_within_m"))
         else:
             return
         self.mailbox.put_view()

@@ -124,6 +124,23 @@ async def test_track_hidden_position_still_gets_eta(server: ServerProcess, api: 
     assert update["eta_s"] is not None
 
 
+async def test_track_privacy_change_hides_position(server: ServerProcess, api: Api) -> None:
+    token = make_job(api)
+    api.post("/v1/jobs/j1/dispatch")
+    link = share(api)
+    async with websockets.connect(f"{server.ws_url}/v1/track/{link['token']}/ws") as customer:
+        await next_update(customer)
+        async with Device(server.ws_url, token) as device:
+            await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+            shown = await next_update(customer)
+            while shown["position"] is None:
+                shown = await next_update(customer)
+            api.client.put("/v1/org/privacy", json={"reveal_within_m": 100})
+            hidden = await next_update(customer)
+    assert shown["position"]["lat"] == FAR[0]
+    assert hidden["position"] is None
+
+
 async def test_track_event_carries_no_fix(server: ServerProcess, api: Api) -> None:
     token = make_job(api)
     api.post("/v1/jobs/j1/dispatch")

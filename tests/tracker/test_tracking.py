@@ -76,6 +76,10 @@ def test_update_hides_route_with_position() -> None:
     assert body["position"] is None
 
 
+async def never_sends(message: bytes) -> None:
+    raise AssertionError("the test viewer sends nothing")
+
+
 def arrived_view(lat: float) -> TrackView:
     view = en_route_view()
     view.job.status = JobStatus.ARRIVED
@@ -119,10 +123,31 @@ def test_customer_event_only_allowed_fields(event: dict[str, Any]) -> None:
 
 
 def test_viewer_event_drops_fix() -> None:
-    async def never_sends(message: bytes) -> None:
-        raise AssertionError("the test viewer sends nothing")
-
     viewer = TrackViewer("o1", en_route_view(), never_sends)
     viewer.offer({"type": "event", "event": EVENT}, b"")
     forwarded = orjson.loads(viewer.mailbox.events[0])
     assert forwarded["event"] == customer_event(EVENT)
+
+
+
+def test_viewer_hides_contractor_who_drives_away() -> None:
+    viewer = TrackViewer("o1", arrived_view(SITE[0]), never_sends)
+    viewer.render()
+    away = {"lat": SITE[0] + 0.003, "lon": SITE[1], "t": time.time(), "acc": 5.0}
+    viewer.offer({"type": "position", "contractor_id": "c1", "fix": away}, b"")
+    assert orjson.loads(viewer.mailbox.take()[-1])["position"] is None
+
+
+def test_viewer_skips_hidden_position_after_hiding() -> None:
+    viewer = TrackViewer("o1", arrived_view(SITE[0] + 0.003), never_sends)
+    viewer.render()
+    away = {"lat": SITE[0] + 0.004, "lon": SITE[1], "t": time.time(), "acc": 5.0}
+    viewer.offer({"type": "position", "contractor_id": "c1", "fix": away}, b"")
+    assert viewer.mailbox.take() == []
+
+
+def test_viewer_applies_privacy_change() -> None:
+    viewer = TrackViewer("o1", en_route_view(), never_sends)
+    viewer.render()
+    viewer.offer({"type": "privacy", "reveal_within_s": None, "reveal_within_m": 10.0}, b"")
+    assert orjson.loads(viewer.mailbox.take()[-1])["position"] is None
