@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api import devices, jobs, live
-from api.auth import require_org, runtime_of
+from api.auth import RETRY_AFTER_S, require_org, runtime_of
 from api.runtime import Runtime
 from tracker import orgs
 from tracker.redis_server import die_with_parent
@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             {"detail": f"storage is unavailable ({error}); retry later", "retry": True},
             status_code=503,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": RETRY_AFTER_S},
         )
 
     @app.get("/healthz")
@@ -148,7 +148,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime_of(request).redis.ping()
         except (RedisError, OSError) as error:
             logger.warning("health check failed: redis unreachable: %s", error)
-            return JSONResponse({"status": "unavailable", "redis": str(error)}, 503)
+            return JSONResponse(
+                {"status": "unavailable", "redis": str(error), "retry": True},
+                503,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
         return JSONResponse({"status": "ok"})
 
     @app.post("/v1/contractors", status_code=201)

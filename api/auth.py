@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 #: Errors that mean Redis can't be reached now. Requests that meet them get
 #: 503 with a retry hint.
 STORAGE_ERRORS = (RedisConnectionError, RedisTimeoutError)
+#: Seconds a client is asked to wait before it tries again when Redis is unreachable.
+RETRY_AFTER_S = "5"
 #: WebSocket close code "Try Again Later" (IANA WebSocket close code registry).
 CLOSE_TRY_AGAIN = 1013
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
 from api.auth import (
+    RETRY_AFTER_S,
     STORAGE_ERRORS,
     bearer_token,
     close_unavailable,
@@ -95,4 +96,6 @@ async def post_pings(request: Request) -> Response:
 
 
 def _json(body: dict, status_code: int) -> Response:
-    return Response(orjson.dumps(body), status_code, media_type="application/json")
+    # A 503 means Redis is unreachable: the device should send again soon.
+    headers = {"Retry-After": RETRY_AFTER_S} if status_code == 503 else None
+    return Response(orjson.dumps(body), status_code, headers=headers, media_type="application/json")

@@ -67,6 +67,14 @@ def test_http_ping_during_outage_503(outage: Outage) -> None:
     )
     assert response.status_code == 503
     assert response.json()["retry"] is True
+    assert response.headers["retry-after"] == "5"
+
+
+def test_healthz_during_outage_503(outage: Outage) -> None:
+    response = httpx.get(f"{outage.server.base_url}/healthz", timeout=30)
+    assert response.status_code == 503
+    assert response.json()["retry"] is True
+    assert response.headers["retry-after"] == "5"
 
 
 def test_rest_during_outage_503(outage: Outage) -> None:
