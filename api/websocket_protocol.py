@@ -17,7 +17,10 @@ waiting for it, would otherwise stay until the client goes away.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -68,4 +71,22 @@ class QueuedWebSocketProtocol(WebSocketsSansIOProtocol):
             "with %d bytes unsent",
             self.client, ABORT_AFTER_S, unsent,
         )  # fmt: skip
+        self._reset()
+
+    def keepalive_timeout(self) -> None:
+        """Reset a connection whose client did not reply to a ping, since it reads nothing."""
+        if self.close_sent or self.transport.is_closing():
+            super().keepalive_timeout()
+            return
+        logger.info("dropping WebSocket connection from %s: no reply to a ping", self.client)
+        self._reset()
+
+    def _reset(self) -> None:
+        # Closing a socket leaves the data the kernel holds for it, up to
+        # about a megabyte, waiting for a client that reads nothing. A zero
+        # linger time makes the close send a reset and drop that data.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()

@@ -32,11 +32,22 @@ async def flood_until_stuck(scope: dict[str, Any], receive: Any, send: Any) -> N
             await asyncio.wait_for(send({"type": "websocket.send", "text": MESSAGE}), 0.5)
 
 
+async def wait_for_disconnect(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Accept, then wait until the connection ends."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
 @contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[uvicorn.Server]:
+async def serving(app: Any, ping_s: float = 20.0) -> AsyncIterator[uvicorn.Server]:
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, ws=QueuedWebSocketProtocol, log_level="warning", lifespan="off"
-    )
+        app, host="127.0.0.1", port=0, ws=QueuedWebSocketProtocol, log_level="warning",
+        lifespan="off", ws_ping_interval=ping_s, ws_ping_timeout=ping_s,
+    )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -68,5 +79,35 @@ async def test_protocol_drops_unread_socket(monkeypatch: pytest.MonkeyPatch) -> 
                 # protocol drops the connection with its unsent data.
                 while server.server_state.connections:
                     await asyncio.sleep(0.05)
+            ending = await asyncio.to_thread(read_to_end, client)
         finally:
             client.close()
+    # A reset, not an orderly close after the unsent data.
+    assert ending == "reset"
+
+
+def read_to_end(client: socket.socket) -> str:
+    """Read until the connection ends; return "reset" or "closed"."""
+    client.settimeout(10)
+    try:
+        while client.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return "reset"
+    return "closed"
+
+
+async def test_protocol_resets_client_missing_pings() -> None:
+    async with serving(wait_for_disconnect, ping_s=0.2) as server:
+        client = socket.create_connection(("127.0.0.1", port_of(server)))
+        try:
+            client.sendall(HANDSHAKE.encode())
+            async with asyncio.timeout(10):
+                while not server.server_state.connections:
+                    await asyncio.sleep(0.02)
+                while server.server_state.connections:
+                    await asyncio.sleep(0.05)
+            ending = await asyncio.to_thread(read_to_end, client)
+        finally:
+            client.close()
+    assert ending == "reset"
