@@ -79,7 +79,10 @@ class Ingest:
             logger.warning("storing a frame failed for org %s device %s: %s", org, device_id, error)
             return {
                 "type": "error",
-                "error": f"storing the pings failed ({error}); they were not stored, send them again",
+                "error": (
+                    f"storing the pings failed ({error}); they may not have been stored, "
+                    "send them again (pings already stored count as duplicates)"
+                ),
                 "retry": True,
             }
 

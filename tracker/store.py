@@ -631,9 +631,11 @@ class PingWriter:
                         "redis unreachable for %.0f s; failing %d frames: %s",
                         self.retry_s, len(calls), error,
                     )
+                    # A write sent before Redis stopped replying may still
+                    # run, so the message can't promise that nothing was stored.
                     failure = StoreUnavailableError(
-                        "storage is unavailable; the pings were not stored, "
-                        "send them again"
+                        "storage is unavailable; the pings may not have been stored, "
+                        "send them again (pings already stored count as duplicates)"
                     )
                     for call in calls:
                         if not call.future.done():
