@@ -296,15 +296,9 @@ def _read_raw_graph(
         return G, _country_from_edges(G)
 
     assert resolved.path is not None
-    try:
-        extract = read_drivable_ways(
-            resolved.path, on_ways_read=lambda n: bar.note(f"reading OSM data: {n:,} ways")
-        )
-    except RuntimeError as error:
-        # pyosmium raises libosmium's XML, PBF and decompression errors as RuntimeError.
-        raise GraphSourceError(
-            resolved.path, f"could not parse {resolved.path} as OSM data: {error}"
-        ) from error
+    extract = read_drivable_ways(
+        resolved.path, on_ways_read=lambda n: bar.note(f"reading OSM data: {n:,} ways")
+    )
     report["osm_ways_read"] = extract.ways_read
     report["osm_drivable_ways"] = len(extract.ways)
     report["osm_truncated_ways"] = extract.truncated_ways

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import osmium
 
+from eta.errors import GraphSourceError
 from eta.speeds import HIGHWAY_SPEEDS_KPH, infer_country
 
 logger = logging.getLogger(__name__)
@@ -133,11 +134,15 @@ def read_drivable_ways(
     on_ways_read
         Called now and then with the number of ways read so far, for
         progress display.
+
+    Raises
+    ------
+    GraphSourceError
+        If pyosmium fails to read the file.
     """
     extract = OsmExtract()
     hint_values: list[str] = []
-    processor = osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY)
-    for way in processor.with_locations():
+    for way in _read_nodes_and_ways(path):
         if not isinstance(way, osmium.osm.Way):
             continue
         extract.ways_read += 1
@@ -170,6 +175,27 @@ def read_drivable_ways(
             extract.truncated_ways,
         )
     return extract
+
+
+def _read_nodes_and_ways(path: Path) -> Iterator[osmium.osm.OSMObject]:
+    """Yield the nodes and ways of an OSM file, ways with node locations.
+
+    Raises GraphSourceError for every error pyosmium raises while reading,
+    so the try catches Exception. pyosmium 4.3 has no common base class for
+    these errors. It raises RuntimeError for XML, PBF, decompression and
+    format version errors, ValueError for an invalid id, version or
+    timestamp, and osmium.InvalidLocationError (a direct subclass of
+    Exception) for a coordinate such as ``lat="abc"``. Only pyosmium code
+    runs inside the try, because the caller's loop body runs outside the
+    generator.
+    """
+    try:
+        processor = osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY)
+        yield from processor.with_locations()
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise GraphSourceError(path, f"could not parse {path} as OSM data: {error}") from error
 
 
 def _add_way_runs(

@@ -103,6 +103,12 @@ def cut_pbf(path: Path) -> Path:
         ("noversion.osm", b"<osm></osm>", "missing version attribute"),
         ("random.osm.pbf", bytes(range(256)) * 4, "PBF error"),
         ("empty.osm.pbf", b"", "PBF error"),
+        (
+            "coordinate.osm",
+            b'<osm version="0.6"><node id="1" lat="abc" lon="24.9"/></osm>',
+            "wrong format for coordinate: 'abc'",
+        ),
+        ("id.osm", b'<osm version="0.6"><node id="x" lat="60.1" lon="24.9"/></osm>', "illegal id: 'x'"),
         ("broken.graphml", b"<graphml><graph", "as GraphML"),
     ],
 )

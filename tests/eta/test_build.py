@@ -385,10 +385,42 @@ GRAPHML_HEADER = '<?xml version="1.0"?><graphml xmlns="http://graphml.graphdrawi
         ("broken.osm.bz2", bz2.compress(b"<osm version="), "as OSM data: XML parsing error"),
         ("plain.osm.gz", b"not gzip", "as OSM data"),
         ("random.osm.pbf", bytes(range(256)) * 4, "as OSM data: PBF error"),
+        (
+            "lat.osm",
+            b'<osm version="0.6"><node id="1" lat="abc" lon="24.9"/></osm>',
+            "as OSM data: wrong format for coordinate: 'abc'",
+        ),
+        (
+            "range.osm",
+            b'<osm version="0.6"><node id="1" lat="999" lon="24.9"/></osm>',
+            "as OSM data: wrong format for coordinate: '999'",
+        ),
+        (
+            "id.osm",
+            b'<osm version="0.6"><node id="x" lat="60.1" lon="24.9"/></osm>',
+            "as OSM data: illegal id: 'x'",
+        ),
+        (
+            "timestamp.osm",
+            b'<osm version="0.6"><node id="1" timestamp="t" lat="60.1" lon="24.9"/></osm>',
+            "as OSM data: can not parse timestamp: 't'",
+        ),
         ("broken.graphml", b"<graphml><graph", "as GraphML"),
         ("other.graphml", b"<svg/>", "as GraphML"),
     ],
-    ids=["osm", "osm.gz", "osm.bz2", "not-gzip", "pbf", "graphml", "not-graphml"],
+    ids=[
+        "osm",
+        "osm.gz",
+        "osm.bz2",
+        "not-gzip",
+        "pbf",
+        "coordinate",
+        "coordinate-range",
+        "id",
+        "timestamp",
+        "graphml",
+        "not-graphml",
+    ],
 )
 def test_corrupt_source_error(tmp_path: Path, name: str, content: bytes, message: str) -> None:
     source = tmp_path / name
