@@ -95,7 +95,8 @@ def resolve_source(source: str | Path | None) -> GraphSource:
     GraphSourceNotFoundError
         If a file source does not exist.
     GraphSourceError
-        If the source is empty or a file with an unsupported suffix.
+        If the source is empty, a directory or a file with an unsupported
+        suffix.
     """
     if source is None:
         path = default_source_path()
@@ -114,6 +115,10 @@ def resolve_source(source: str | Path | None) -> GraphSource:
     is_osm = name.endswith(OSM_SUFFIXES)
     is_graphml = name.endswith(GRAPHML_SUFFIXES)
     if isinstance(source, Path) or path.exists() or is_osm or is_graphml:
+        if path.is_dir():
+            raise GraphSourceError(
+                source, f"graph source must be a file, but {path} is a directory"
+            )
         if not path.is_file():
             raise GraphSourceNotFoundError(
                 source, f"graph source file not found: {path}"

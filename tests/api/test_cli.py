@@ -88,6 +88,17 @@ def test_graph_build_missing_file_error(tmp_path: Path) -> None:
     assert "nope.osm.pbf" in result.stderr
 
 
+def test_graph_build_directory_error(tmp_path: Path) -> None:
+    source = tmp_path / "dir.osm"
+    source.mkdir()
+    result = enroute("graph", "build", str(source), "--cache-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"enroute: graph source must be a file, but {source} is a directory"
+    )
+
+
 def cut_pbf(path: Path) -> Path:
     """Write the first 3000 bytes of the bundled Helsinki extract to ``path``."""
     from eta.build import default_source_path

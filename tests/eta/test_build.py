@@ -344,6 +344,16 @@ def test_missing_file_source(tmp_path: Path) -> None:
     assert isinstance(info.value, FileNotFoundError)
 
 
+@pytest.mark.parametrize("name", ["roads.osm", "roads.graphml", "roads"])
+def test_directory_source_error(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.mkdir()
+    with pytest.raises(GraphSourceError, match="graph source must be a file") as info:
+        load_graph(path)
+    assert not isinstance(info.value, FileNotFoundError)
+    assert str(info.value) == f"graph source must be a file, but {path} is a directory"
+
+
 def test_unsupported_file_source(tmp_path: Path) -> None:
     path = tmp_path / "roads.csv"
     path.write_text("u,v\n")
