@@ -65,10 +65,11 @@ def retry_delay_s(attempt: int) -> float:
 def check_url(url: str) -> str:
     """Return ``url`` if webhooks may post to it, else raise ValueError.
 
-    The URL must be absolute http or https with a port within 1..65535. A
-    host written as an IP address, in any notation the resolver accepts,
-    must pass `blocked_reason`. A host name is checked only when each
-    delivery resolves it, so registration works offline.
+    The URL must be absolute http or https with a port within 1..65535, and
+    its host must pass IDNA encoding. A host written as an IP address, in any
+    notation the resolver accepts, must pass `blocked_reason`. A host name is
+    checked only when each delivery resolves it, so registration works
+    offline.
     """
     try:
         parts = urlsplit(url)
@@ -93,9 +94,16 @@ def host_address(
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """Parse a URL's host as an IP address, or return None for a host name.
 
-    IPv4 goes through ``socket.inet_aton``, which accepts the legacy forms
-    that the resolver accepts too: one decimal, hex or octal number
-    (``2852039166``, ``0xa9fea9fe``) and short dotted forms (``127.1``).
+    A host without a colon is first encoded with Python's ``idna`` codec
+    (IDNA 2003), as ``socket.getaddrinfo`` does before it resolves a host.
+    The encoding maps fullwidth digits and the dots U+3002, U+FF0E and U+FF61 to ASCII, so
+    ``１６９。254。169。254`` becomes 169.254.169.254. IPv4 then goes
+    through ``socket.inet_aton``, which accepts the legacy forms that the
+    resolver accepts too: one decimal, hex or octal number (``2852039166``,
+    ``0xa9fea9fe``) and short dotted forms (``127.1``).
+
+    Raises ValueError for a host that contains whitespace or control
+    characters, an invalid IPv6 literal or a host that IDNA rejects.
     """
     # glibc's inet_aton ignores whatever follows a space, so "127.0.0.1 x"
     # would parse, while no resolver takes such a host.
@@ -109,7 +117,14 @@ def host_address(
         except ValueError:
             raise ValueError(f"url host must be a valid IPv6 address, got {url!r}") from None
     try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError as error:
+        reason = error.__cause__ or error
+        raise ValueError(
+            f"url host must be a valid IDNA host name ({reason}), got {url!r}"
+        ) from None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(ascii_host))
     except OSError:
         return None
 
@@ -125,7 +140,21 @@ def blocked_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> st
     169.254.169.254), multicast, unspecified and reserved addresses are
     never targets. Loopback and private addresses are allowed, since a
     self-hosted receiver often lives on the same network.
+
+    An IPv6 address that embeds IPv4 addresses is also judged by them. An
+    IPv4-mapped address (``::ffff:a.b.c.d``) is judged only by its IPv4
+    address. A 6to4 (2002::/16) or Teredo (2001::/32) address is judged by
+    its own rules and by each IPv4 address it embeds, which for Teredo are
+    the server and the client.
     """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return blocked_reason(address.ipv4_mapped)
+        embedded = [address.sixtofour, *(address.teredo or ())]
+        for ipv4 in embedded:
+            reason = blocked_reason(ipv4) if ipv4 is not None else None
+            if reason:
+                return f"{reason} ({ipv4}) embedded in {address}"
     if address.is_link_local:
         return "a link-local address (such as a cloud metadata service)"
     if address.is_multicast or address.is_unspecified or address.is_reserved:

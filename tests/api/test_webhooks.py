@@ -187,6 +187,38 @@ def mapped_notations(value: int) -> list[str]:
     return [f"[::ffff:{a}.{b}.{c}.{d}]", f"[::ffff:{value >> 16:x}:{value & 0xFFFF:x}]"]
 
 
+IDEOGRAPHIC_DOTS = ("\u3002", "\uff0e", "\uff61")
+
+
+def fullwidth(text: str) -> str:
+    """Write the ASCII letters and digits of ``text`` as their fullwidth forms."""
+    return "".join(chr(ord(char) + 0xFEE0) if char.isascii() and char.isalnum() else char for char in text)
+
+
+def unicode_notations(value: int) -> list[str]:
+    """Spell one IPv4 address with fullwidth characters or ideographic dots, which IDNA maps to ASCII."""
+    hosts = [fullwidth(host) for host in ipv4_notations(value)]
+    for dot in IDEOGRAPHIC_DOTS:
+        hosts.extend(host.replace(".", dot) for host in ipv4_notations(value) if "." in host)
+    hosts.append(fullwidth(ipv4_notations(value)[0]).replace(".", IDEOGRAPHIC_DOTS[0]))
+    return hosts
+
+
+def embedding_notations(value: int) -> list[str]:
+    """Spell one IPv4 address embedded in 6to4, Teredo and IPv4-mapped IPv6 URL hosts."""
+    high, low = value >> 16, value & 0xFFFF
+    client = value ^ 0xFFFFFFFF
+    return [
+        f"[2002:{high:x}:{low:x}::]",
+        f"[2002:{high:x}:{low:x}:1:2:3:4:5]",
+        # Teredo: the server address in plain form, the client address inverted.
+        # The other address of each pair is 192.0.2.45, which is allowed.
+        f"[2001:0:{high:x}:{low:x}::3fff:fdd2]",
+        f"[2001:0:c000:22d:8000:1234:{client >> 16:x}:{client & 0xFFFF:x}]",
+        *mapped_notations(value),
+    ]
+
+
 def addresses_in(*networks: str) -> st.SearchStrategy[int]:
     """Draw IPv4 addresses, as integers, from the given networks."""
     parsed = [ipaddress.IPv4Network(network) for network in networks]
@@ -210,6 +242,11 @@ LOCAL_IPV4 = addresses_in("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168
         "http://[::ffff:169.254.169.254]/latest",
         "http://[fe80::1%25eth0]/x",
         "http://0/x",
+        "http://\uff11\uff16\uff19.254.169.254/latest",
+        "http://169\u3002254\u3002169\u3002254/latest",
+        "http://169\uff0e254\uff61169.254/latest",
+        "http://[2002:a9fe:a9fe::]/latest",
+        "http://[2001:0:a9fe:a9fe::]/latest",
     ],
 )
 def test_webhook_ip_notation_422(api: Api, url: str) -> None:
@@ -229,6 +266,8 @@ def test_webhook_ip_notation_422(api: Api, url: str) -> None:
         ("http://[::1/x", "url must be a valid http or https URL"),
         ("http://127.0.0.1 x/", "url host must not contain whitespace"),
         ("gopher://127.0.0.1/x", "url must be an absolute http or https URL"),
+        ("http://a..b/x", "url host must be a valid IDNA host name"),
+        (f"http://{'a' * 64}.example/x", "url host must be a valid IDNA host name"),
     ],
 )
 def test_webhook_invalid_url_message(api: Api, url: str, message: str) -> None:
@@ -245,6 +284,29 @@ def test_webhook_loopback_short_form_201(api: Api) -> None:
     assert response.status_code == 201, response.text
 
 
+def test_webhook_mapped_loopback_201(api: Api) -> None:
+    # An IPv4-mapped address is judged by its IPv4 address, and loopback is allowed.
+    response = api.post("/v1/webhooks", {"url": "http://[::ffff:127.0.0.1]:9/hook"})
+    assert response.status_code == 201, response.text
+
+
+def test_blocked_reason_embedded_ipv4() -> None:
+    metadata = "a link-local address (such as a cloud metadata service)"
+    assert blocked_reason(ipaddress.ip_address("::ffff:169.254.169.254")) == metadata
+    assert blocked_reason(ipaddress.ip_address("::ffff:127.0.0.1")) is None
+    assert blocked_reason(ipaddress.ip_address("::ffff:10.0.0.1")) is None
+    assert blocked_reason(ipaddress.ip_address("2002:a9fe:a9fe::")) == (
+        f"{metadata} (169.254.169.254) embedded in 2002:a9fe:a9fe::"
+    )
+    assert blocked_reason(ipaddress.ip_address("2002:7f00:1::")) is None
+    teredo_client = ipaddress.ip_address("2001:0:c000:22d::5601:5601")
+    assert teredo_client.teredo == (
+        ipaddress.IPv4Address("192.0.2.45"),
+        ipaddress.IPv4Address("169.254.169.254"),
+    )
+    assert blocked_reason(teredo_client) == f"{metadata} (169.254.169.254) embedded in {teredo_client}"
+
+
 def test_check_target_rejects_decimal_ip() -> None:
     with pytest.raises(WebhookTargetError, match="link-local"):
         asyncio.run(check_target("http://2852039166/latest"))
@@ -254,6 +316,22 @@ def test_check_target_rejects_decimal_ip() -> None:
 @settings(max_examples=300, deadline=None)
 def test_check_url_blocks_every_notation(value: int) -> None:
     for host in ipv4_notations(value) + mapped_notations(value):
+        with pytest.raises(WebhookTargetError, match="url must not point at"):
+            check_url(f"http://{host}/x")
+
+
+@given(value=BLOCKED_IPV4)
+@settings(max_examples=300, deadline=None)
+def test_check_url_blocks_unicode_notations(value: int) -> None:
+    for host in unicode_notations(value):
+        with pytest.raises(WebhookTargetError, match="url must not point at"):
+            check_url(f"http://{host}/x")
+
+
+@given(value=BLOCKED_IPV4)
+@settings(max_examples=300, deadline=None)
+def test_check_url_blocks_embedded_ipv4(value: int) -> None:
+    for host in embedding_notations(value):
         with pytest.raises(WebhookTargetError, match="url must not point at"):
             check_url(f"http://{host}/x")
 
@@ -275,7 +353,7 @@ def test_check_url_blocks_ipv6(network: str, offset: int, zone: bool) -> None:
 @given(value=LOCAL_IPV4)
 @settings(max_examples=300, deadline=None)
 def test_check_url_allows_local_notations(value: int) -> None:
-    for host in ipv4_notations(value):
+    for host in ipv4_notations(value) + unicode_notations(value) + embedding_notations(value):
         assert check_url(f"http://{host}:8080/x") == f"http://{host}:8080/x"
 
 
