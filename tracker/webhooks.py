@@ -312,7 +312,7 @@ class Webhooks:
                 await check_target(hook["url"])
                 response = await self._http.post(hook["url"], content=body, headers=headers)
                 status_code = response.status_code
-            except (httpx.HTTPError, OSError, WebhookTargetError) as error:
+            except (httpx.HTTPError, httpx.InvalidURL, OSError, WebhookTargetError) as error:
                 error_text = f"{type(error).__name__}: {error}"
         ok = status_code is not None and 200 <= status_code < 300
         log_entry = {

@@ -125,6 +125,26 @@ def test_webhook_delivered_signed_after_retries(api: Api, receiver: Receiver) ->
     assert [entry["ok"] for entry in reversed(log)] == [False, False, True]
 
 
+def test_webhook_unparsable_url_logs_failed_attempt(api: Api) -> None:
+    # Fullwidth digits pass registration (they spell 127.0.0.1), but the
+    # HTTP client can't parse the host: the attempt must fail and be logged.
+    created = api.post("/v1/webhooks", {"url": "http://\uff11\uff12\uff17.0.0.1:9/x"})
+    assert created.status_code == 201, created.text
+    api.contractor("c1")
+    now = time.time()
+    body = {
+        "id": "j1",
+        "contractor_id": "c1",
+        "site": {"lat": 60.1693, "lon": 24.9389, "radius_m": 50},
+        "window": {"start": iso(now), "end": iso(now + 3600)},
+    }
+    api.post("/v1/jobs", body)
+    api.post("/v1/jobs/j1/dispatch")
+    assert wait_until(lambda: api.get("/v1/webhooks/deliveries").json()["deliveries"] != [])
+    entry = api.get("/v1/webhooks/deliveries").json()["deliveries"][-1]
+    assert "InvalidURL" in entry["error"]
+
+
 def test_webhook_event_filter(api: Api, receiver: Receiver) -> None:
     receiver.failures = 0
     api.post("/v1/webhooks", {"url": receiver.url, "events": ["job.cancelled"]})
