@@ -132,13 +132,13 @@ async def test_track_privacy_change_hides_position(server: ServerProcess, api: A
         await next_update(customer)
         async with Device(server.ws_url, token) as device:
             await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
-            shown = await next_update(customer)
-            while shown["position"] is None:
-                shown = await next_update(customer)
+            visible_update = await next_update(customer)
+            while visible_update["position"] is None:
+                visible_update = await next_update(customer)
             api.client.put("/v1/org/privacy", json={"reveal_within_m": 100})
-            hidden = await next_update(customer)
-    assert shown["position"]["lat"] == FAR[0]
-    assert hidden["position"] is None
+            hidden_update = await next_update(customer)
+    assert visible_update["position"]["lat"] == FAR[0]
+    assert hidden_update["position"] is None
 
 
 async def test_track_event_carries_no_fix(server: ServerProcess, api: Api) -> None:

@@ -99,10 +99,8 @@ def test_check_url_rejects(url: str) -> None:
         check_url(url)
 
 
-def test_webhook_delivered_signed_after_retries(api: Api, receiver: Receiver) -> None:
-    created = api.post("/v1/webhooks", {"url": receiver.url, "events": ["job.en_route"]})
-    assert created.status_code == 201, created.text
-    secret = created.json()["secret"]
+def dispatch_job(api: Api) -> None:
+    """Create contractor c1 and job j1, and dispatch the job."""
     api.contractor("c1")
     now = time.time()
     body = {
@@ -113,6 +111,13 @@ def test_webhook_delivered_signed_after_retries(api: Api, receiver: Receiver) ->
     }
     api.post("/v1/jobs", body)
     api.post("/v1/jobs/j1/dispatch")
+
+
+def test_webhook_delivered_signed_after_retries(api: Api, receiver: Receiver) -> None:
+    created = api.post("/v1/webhooks", {"url": receiver.url, "events": ["job.en_route"]})
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    dispatch_job(api)
 
     # Two 500s, then success: attempts at about 0 s, 1 s and 3 s.
     assert wait_until(lambda: any(status == 200 for _, _, status in receiver.received))
@@ -125,21 +130,12 @@ def test_webhook_delivered_signed_after_retries(api: Api, receiver: Receiver) ->
     assert [entry["ok"] for entry in reversed(log)] == [False, False, True]
 
 
-def test_webhook_unparsable_url_logs_failed_attempt(api: Api) -> None:
+def test_webhook_unparsable_url_logged_failed(api: Api) -> None:
     # Fullwidth digits pass registration (they spell 127.0.0.1), but the
     # HTTP client can't parse the host: the attempt must fail and be logged.
     created = api.post("/v1/webhooks", {"url": "http://\uff11\uff12\uff17.0.0.1:9/x"})
     assert created.status_code == 201, created.text
-    api.contractor("c1")
-    now = time.time()
-    body = {
-        "id": "j1",
-        "contractor_id": "c1",
-        "site": {"lat": 60.1693, "lon": 24.9389, "radius_m": 50},
-        "window": {"start": iso(now), "end": iso(now + 3600)},
-    }
-    api.post("/v1/jobs", body)
-    api.post("/v1/jobs/j1/dispatch")
+    dispatch_job(api)
     assert wait_until(lambda: api.get("/v1/webhooks/deliveries").json()["deliveries"] != [])
     entry = api.get("/v1/webhooks/deliveries").json()["deliveries"][-1]
     assert "InvalidURL" in entry["error"]
@@ -148,16 +144,7 @@ def test_webhook_unparsable_url_logs_failed_attempt(api: Api) -> None:
 def test_webhook_event_filter(api: Api, receiver: Receiver) -> None:
     receiver.failures = 0
     api.post("/v1/webhooks", {"url": receiver.url, "events": ["job.cancelled"]})
-    api.contractor("c1")
-    now = time.time()
-    body = {
-        "id": "j1",
-        "contractor_id": "c1",
-        "site": {"lat": 60.1693, "lon": 24.9389, "radius_m": 50},
-        "window": {"start": iso(now), "end": iso(now + 3600)},
-    }
-    api.post("/v1/jobs", body)
-    api.post("/v1/jobs/j1/dispatch")
+    dispatch_job(api)
     api.post("/v1/jobs/j1/cancel")
     assert wait_until(lambda: len(receiver.received) >= 1)
     time.sleep(1.0)

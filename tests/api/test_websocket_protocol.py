@@ -70,20 +70,24 @@ async def test_protocol_drops_unread_socket(monkeypatch: pytest.MonkeyPatch) -> 
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         client.connect(("127.0.0.1", port_of(server)))
-        try:
-            client.sendall(HANDSHAKE.encode())
-            async with asyncio.timeout(10):
-                while not server.server_state.connections:
-                    await asyncio.sleep(0.02)
-                # The application gives up after its stuck send. Then the
-                # protocol drops the connection with its unsent data.
-                while server.server_state.connections:
-                    await asyncio.sleep(0.05)
-            ending = await asyncio.to_thread(read_to_end, client)
-        finally:
-            client.close()
-    # A reset, not an orderly close after the unsent data.
-    assert ending == "reset"
+        # The application gives up after its stuck send. Then the protocol
+        # drops the connection with its unsent data: a reset, not an
+        # orderly close after that data.
+        assert await ending_of(server, client) == "reset"
+
+
+async def ending_of(server: uvicorn.Server, client: socket.socket) -> str:
+    """Open a WebSocket that never reads, wait until the server drops it; return how it ended."""
+    try:
+        client.sendall(HANDSHAKE.encode())
+        async with asyncio.timeout(10):
+            while not server.server_state.connections:
+                await asyncio.sleep(0.02)
+            while server.server_state.connections:
+                await asyncio.sleep(0.05)
+        return await asyncio.to_thread(read_to_end, client)
+    finally:
+        client.close()
 
 
 def read_to_end(client: socket.socket) -> str:
@@ -100,14 +104,4 @@ def read_to_end(client: socket.socket) -> str:
 async def test_protocol_resets_client_missing_pings() -> None:
     async with serving(wait_for_disconnect, ping_s=0.2) as server:
         client = socket.create_connection(("127.0.0.1", port_of(server)))
-        try:
-            client.sendall(HANDSHAKE.encode())
-            async with asyncio.timeout(10):
-                while not server.server_state.connections:
-                    await asyncio.sleep(0.02)
-                while server.server_state.connections:
-                    await asyncio.sleep(0.05)
-            ending = await asyncio.to_thread(read_to_end, client)
-        finally:
-            client.close()
-    assert ending == "reset"
+        assert await ending_of(server, client) == "reset"
