@@ -107,8 +107,8 @@ async def require_org(request: Request) -> str:
     return org
 
 
-async def close_unavailable(websocket: WebSocket, error: Exception, what: str) -> None:
+async def close_unavailable(websocket: WebSocket, error: Exception, client_kind: str) -> None:
     """Accept a WebSocket and close it with CLOSE_TRY_AGAIN because Redis can't be reached."""
-    logger.warning("closing %s connection: redis unavailable: %s", what, error)
+    logger.warning("closing %s connection: redis unavailable: %s", client_kind, error)
     await websocket.accept()
     await websocket.close(CLOSE_TRY_AGAIN, "storage is unavailable; reconnect later")

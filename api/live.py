@@ -169,8 +169,8 @@ async def _serve_viewer(
                 "closing stalled viewer of org %s: it accepted nothing for %.0f s",
                 viewer.org, stall_s,
             )  # fmt: skip
-            # The close frame can't reach a client that never reads. The
-            # WebSocket protocol then drops the socket after ABORT_AFTER_S.
+            # The close frame can't reach a client that never reads, so the
+            # WebSocket protocol resets the socket ABORT_AFTER_S later.
             await _close(websocket, CLOSE_POLICY, "viewer too slow")
         elif failure is not None:
             logger.info("viewer of org %s disconnected while sending: %s", viewer.org, failure)

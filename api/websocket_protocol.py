@@ -9,10 +9,11 @@ server's CPU time with a thousand devices streaming single-ping frames
 pauses only when ``MAX_QUEUED_MESSAGES`` messages wait for the application,
 so a device that floods the server is still held back.
 
-It also drops connections that stay open after the application ended
-them. Closing a transport waits until its unsent data is written, and a
-client that stopped reading never takes it. Such a socket, and the data
-waiting for it, would otherwise stay until the client goes away.
+It also resets connections that stay open after the application ended
+them, and those whose client answers no keepalive ping. Closing a
+transport waits until its unsent data is written, and a client that
+stopped reading never takes it. Such a socket, and the data waiting for
+it, would otherwise stay until the client goes away.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ class QueuedWebSocketProtocol(WebSocketsSansIOProtocol):
         self._reset()
 
     def _reset(self) -> None:
-        # Closing a socket leaves the data the kernel holds for it, up to
-        # about a megabyte, waiting for a client that reads nothing. A zero
+        # Closing a socket leaves the data the kernel keeps for it (1.25 MB
+        # in one test) waiting for a client that reads nothing. A zero
         # linger time makes the close send a reset and drop that data.
         sock = self.transport.get_extra_info("socket")
         if sock is not None:

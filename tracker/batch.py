@@ -95,8 +95,8 @@ def encode_messages(messages: list[Any]) -> bytes:
 
     A lone message goes as its JSON. Several go as the line ``batch``
     followed by one line per message: its routing key, a space and its
-    JSON. Routing keys hold no spaces (ids are checked against
-    ``keys.ID_PATTERN``), and JSON text holds no raw line breaks.
+    JSON. Routing keys contain no spaces (ids are checked against
+    ``keys.ID_PATTERN``), and JSON text contains no raw line breaks.
     """
     if len(messages) == 1:
         return orjson.dumps(messages[0])

@@ -263,8 +263,8 @@ class LiveHub:
         if not routes:
             return
         if payload.startswith(BATCH_HEADER):
-            # Messages that no viewer here wants are skipped undecoded:
-            # every process receives every batch of the organisation.
+            # Every process receives every batch of the organisation, so
+            # messages that no viewer here wants are skipped undecoded.
             everyone = ALL_MESSAGES in routes
             for route, raw in split_batch(payload):
                 if everyone or route in routes:

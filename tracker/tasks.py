@@ -16,10 +16,11 @@ STOP_TIMEOUT_S = 10.0
 async def cancel_and_wait(task: asyncio.Task[Any], timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Cancel ``task`` and wait until it ends, cancelling it again while it runs.
 
-    A single cancel is not enough: on Python 3.11, ``asyncio.wait_for``
+    A single cancel is not enough. On Python 3.11, ``asyncio.wait_for``
     returns the inner result when the cancellation arrives just as the inner
-    future completes. A loop cancelled while redis-py opens a connection then
-    carries on, and a shutdown that awaits it never ends. A task that still
+    future completes (CPython issue gh-86296, gone with the rewrite of
+    ``wait_for`` in 3.12). A loop cancelled while redis-py opens a
+    connection then carries on, and a shutdown that awaits it never ends. A task that still
     runs after ``timeout_s`` seconds is logged and left behind.
     """
     loop = asyncio.get_running_loop()
