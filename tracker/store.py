@@ -187,6 +187,7 @@ class RedisPipe(asyncio.Protocol):
         self._reader = hiredis.Reader()
         self._pending: deque[_PendingPipeline] = deque()
         self.closed = False
+        self._lost = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def open(cls, params: dict[str, Any]) -> RedisPipe:
@@ -248,6 +249,8 @@ class RedisPipe(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(RedisConnectionError(f"connection to redis lost: {exc or 'closed by server'}"))
+        if not self._lost.done():
+            self._lost.set_result(None)
 
     def _fail(self, error: Exception) -> None:
         while self._pending:
@@ -317,6 +320,16 @@ class RedisPipe(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
         self._fail(RedisConnectionError("connection to redis closed"))
+
+    async def wait_closed(self) -> None:
+        """Close the connection and wait until its socket is released.
+
+        The transport releases its socket one event-loop turn after
+        ``close``; a loop closed before that turn leaves the socket open.
+        """
+        self.close()
+        if self._transport is not None:
+            await asyncio.shield(self._lost)
 
 
 Argument = str | bytes | int | float
@@ -437,8 +450,8 @@ class CommandPipe:
         A shared connection stays open for its owner.
         """
         if self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
+            pipe, self._pipe = self._pipe, None
+            await pipe.wait_closed()
 
 
 class PingWriter:
@@ -556,8 +569,8 @@ class PingWriter:
     async def aclose(self) -> None:
         """Close the writer's own Redis connection, if it has one."""
         if self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
+            pipe, self._pipe = self._pipe, None
+            await pipe.wait_closed()
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False

@@ -164,3 +164,16 @@ def test_pack_command_encodes_each_kind(argument: object, encoded: bytes) -> Non
 )
 def test_pack_command_matches_python_encoder(arguments: list[str | bytes | int | float]) -> None:
     assert pack_command(arguments) == _pack_command_python(arguments)
+
+
+async def test_command_pipe_close_releases_socket(redis_url: str) -> None:
+    # A loop closed right after aclose() must find no socket left open.
+    client = connect(redis_url)
+    commands = CommandPipe(client)
+    try:
+        await commands.execute([("PING",)])
+        socket = commands._pipe._transport.get_extra_info("socket")
+        await commands.aclose()
+        assert socket.fileno() == -1
+    finally:
+        await client.aclose()
