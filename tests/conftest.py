@@ -8,7 +8,7 @@ Tests never flush the database: each one works in organisations of its own.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,4 +67,18 @@ def org(redis_url: str) -> tuple[str, str]:
 def api(server: ServerProcess, org: tuple[str, str]) -> Iterator[Api]:
     client = Api(server.base_url, org[1])
     yield client
-    client.client.close()
+    client.close()
+
+
+@pytest.fixture()
+def open_api() -> Iterator[Callable[[str, str], Api]]:
+    """Open REST clients (base URL, API key) that are closed when the test ends."""
+    clients: list[Api] = []
+
+    def open_client(base_url: str, api_key: str) -> Api:
+        clients.append(Api(base_url, api_key))
+        return clients[-1]
+
+    yield open_client
+    for client in clients:
+        client.close()

@@ -133,6 +133,9 @@ class Api:
             base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
         )
 
+    def close(self) -> None:
+        self.client.close()
+
     def post(self, path: str, body: Any = None) -> httpx.Response:
         return self.client.post(path, json=body)
 

@@ -252,7 +252,7 @@ def test_serve_sharer_outlives_owner(tmp_path: Path, graph_cache_dir: Path) -> N
         try:
             response = api.post("/v1/contractors", {"id": "after-owner-stopped"})
         finally:
-            api.client.close()
+            api.close()
         assert response.status_code == 201, response.text
     finally:
         owner.stop()

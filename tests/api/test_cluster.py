@@ -11,7 +11,7 @@ import asyncio
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,12 +95,12 @@ def iso(t: float) -> str:
 
 
 async def test_cluster_ingest_jobs_and_live_views(
-    cluster_url: str, tmp_path: Path, graph_cache_dir: Path
+    cluster_url: str, tmp_path: Path, graph_cache_dir: Path, open_api: Callable[[str, str], Api]
 ) -> None:
     org, key = create_org(cluster_url)
     env = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir)}
     with running_server(cluster_url, tmp_path / "server.log", **env) as server:
-        api = Api(server.base_url, key)
+        api = open_api(server.base_url, key)
         token = api.contractor("c1")
         now = time.time()
         body = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import time
 from pathlib import Path
 
@@ -280,12 +281,12 @@ def test_http_pings_oversized_body_413(server: ServerProcess, api: Api) -> None:
 
 
 async def test_org_isolation_same_contractor_id(
-    server: ServerProcess, redis_url: str, redis_sync: redis.Redis
+    server: ServerProcess, redis_url: str, redis_sync: redis.Redis, open_api: Callable[[str, str], Api]
 ) -> None:
     org_a, key_a = create_org(redis_url)
     org_b, key_b = create_org(redis_url)
-    token_a = Api(server.base_url, key_a).contractor("shared-id")
-    token_b = Api(server.base_url, key_b).contractor("shared-id")
+    token_a = open_api(server.base_url, key_a).contractor("shared-id")
+    token_b = open_api(server.base_url, key_b).contractor("shared-id")
     now = time.time()
     async with Device(server.ws_url, token_a) as device:
         await device.send(fix(now - 5, lat=60.1))
@@ -304,13 +305,13 @@ def test_org_api_key_of_other_org_rejected(server: ServerProcess) -> None:
     assert response.status_code == 401
 
 
-async def test_stream_survives_redis_restart(tmp_path: Path) -> None:
+async def test_stream_survives_redis_restart(tmp_path: Path, open_api: Callable[[str, str], Api]) -> None:
     embedded = EmbeddedRedis(tmp_path / "redis")
     url = embedded.start()
     try:
         org, key = create_org(url)
         with running_server(url, tmp_path / "server.log", ENROUTE_INGEST_RETRY_S="30") as proc:
-            token = Api(proc.base_url, key).contractor("c1")
+            token = open_api(proc.base_url, key).contractor("c1")
             now = time.time()
             acked: list[float] = []
             async with Device(proc.ws_url, token) as device:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import math
 import time
 from datetime import UTC, datetime
@@ -265,12 +266,14 @@ def test_job_dispatch_then_cancel(api: Api) -> None:
     assert api.post("/v1/jobs/j1/cancel").status_code == 409
 
 
-def test_job_other_org_not_visible(server: ServerProcess, api: Api, redis_url: str) -> None:
+def test_job_other_org_not_visible(
+    server: ServerProcess, api: Api, redis_url: str, open_api: Callable[[str, str], Api]
+) -> None:
     api.contractor("c1")
     now = time.time()
     api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600))
     _, other_key = create_org(redis_url)
-    other = Api(server.base_url, other_key)
+    other = open_api(server.base_url, other_key)
     assert other.get("/v1/jobs/j1").status_code == 404
     assert other.post("/v1/jobs/j1/cancel").status_code == 404
 
@@ -407,13 +410,15 @@ def test_events_bad_cursor_422(api: Api) -> None:
     assert response.status_code == 422
 
 
-async def test_lifecycle_restart_mid_visit(tmp_path: Path, redis_url: str, graph_cache_dir: Path) -> None:
+async def test_lifecycle_restart_mid_visit(
+    tmp_path: Path, redis_url: str, graph_cache_dir: Path, open_api: Callable[[str, str], Api]
+) -> None:
     org, key = create_org(redis_url)
     t0 = time.time() - 3600
     pings = scripted_visit(t0 + 60)
     env = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir)}
     with running_server(redis_url, tmp_path / "first.log", **env) as first:
-        api = Api(first.base_url, key)
+        api = open_api(first.base_url, key)
         token = api.contractor("c1")
         api.post("/v1/jobs", job_body("j1", "c1", t0, t0 + 7200))
         api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
@@ -421,7 +426,7 @@ async def test_lifecycle_restart_mid_visit(tmp_path: Path, redis_url: str, graph
             for ping in pings[:25]:  # arrived and working
                 await device.send(ping)
     with running_server(redis_url, tmp_path / "second.log", **env) as second:
-        api = Api(second.base_url, key)
+        api = open_api(second.base_url, key)
         async with Device(second.ws_url, token) as device:
             for ping in pings[25:]:
                 await device.send(ping)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import socket
 import time
 from datetime import UTC, datetime
@@ -249,14 +250,14 @@ async def test_fleet_ws_requires_key(server: ServerProcess) -> None:
 
 
 async def test_fanout_across_two_processes(
-    tmp_path: Path, redis_url: str, graph_cache_dir: Path
+    tmp_path: Path, redis_url: str, graph_cache_dir: Path, open_api: Callable[[str, str], Api]
 ) -> None:
     org, key = create_org(redis_url)
     env = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir)}
     with running_server(redis_url, tmp_path / "a.log", **env) as a, running_server(
         redis_url, tmp_path / "b.log", **env
     ) as b:
-        api = Api(a.base_url, key)
+        api = open_api(a.base_url, key)
         token = make_job(api)
         api.post("/v1/jobs/j1/dispatch")
         link = share(api)
@@ -332,14 +333,16 @@ async def test_stalled_viewer_does_not_slow_ingest(server: ServerProcess, api: A
     assert received > 0
 
 
-async def test_live_recovers_after_redis_restart(tmp_path: Path, graph_cache_dir: Path) -> None:
+async def test_live_recovers_after_redis_restart(
+    tmp_path: Path, graph_cache_dir: Path, open_api: Callable[[str, str], Api]
+) -> None:
     embedded = EmbeddedRedis(tmp_path / "redis")
     url = embedded.start()
     try:
         org, key = create_org(url)
         env = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir)}
         with running_server(url, tmp_path / "server.log", **env) as server:
-            token = Api(server.base_url, key).contractor("c-020")
+            token = open_api(server.base_url, key).contractor("c-020")
             fleet_url = f"{server.ws_url}/v1/fleet/ws?token={key}"
             async with websockets.connect(fleet_url) as dispatcher, Device(server.ws_url, token) as device:
                 await asyncio.sleep(0.3)

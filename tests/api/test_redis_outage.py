@@ -46,6 +46,7 @@ def outage(tmp_path_factory: pytest.TempPathFactory, graph_cache_dir: Path) -> I
             }
             assert api.post("/v1/jobs", job).status_code == 201
             share_token = api.client.post("/v1/jobs/j1/share").json()["token"]
+            api.close()
             # This process has not looked up the device token or the share
             # token yet, so the requests below must read them from Redis.
             embedded.kill()

@@ -80,7 +80,7 @@ def web_org(redis_url: str) -> tuple[str, str]:
 def web_api(web_server: ServerProcess, web_org: tuple[str, str]) -> Iterator[Api]:
     client = Api(web_server.base_url, web_org[1])
     yield client
-    client.client.close()
+    client.close()
 
 
 @pytest.fixture()
