@@ -214,7 +214,13 @@ class RedisPipe(asyncio.Protocol):
             handshake.append([b"SELECT", str(params["db"]).encode()])
         if handshake:
             payload = b"".join(pack_command(command) for command in handshake)
-            for reply in await pipe.execute(payload, len(handshake)):
+            try:
+                replies = await pipe.execute(payload, len(handshake))
+            except BaseException:
+                # The caller never gets this pipe, so only this code can close it.
+                pipe.close()
+                raise
+            for reply in replies:
                 if isinstance(reply, hiredis.ReplyError):
                     pipe.close()
                     raise RedisConnectionError(f"redis rejected the connection setup: {reply}")

@@ -19,11 +19,13 @@ async def test_stop_while_connecting_returns(redis_url: str) -> None:
     settings = load_settings(redis_url=redis_url)
     for turns in range(12):
         client = connect(redis_url)
-        scheduler = FlagScheduler(client, JobStore(client), settings)
+        jobs = JobStore(client)
+        scheduler = FlagScheduler(client, jobs, settings)
         scheduler.start()
         for _ in range(turns):
             await asyncio.sleep(0)
         stop = asyncio.ensure_future(scheduler.stop())
         done, _ = await asyncio.wait([stop], timeout=STOP_LIMIT_S)
+        await jobs.commands.aclose()
         await client.aclose()
         assert stop in done, f"stop() still waits {STOP_LIMIT_S} s after {turns} turns"
