@@ -41,7 +41,6 @@ import numpy as np
 import orjson
 import psutil
 import uvloop
-import websockets
 
 from benchmarks._common import (
     append_table_rows,
@@ -50,6 +49,7 @@ from benchmarks._common import (
     today,
     update_section,
 )
+from benchmarks._light_client import LightClient
 from benchmarks.ingest import redis_target, server_process
 from tracker import orgs
 from tracker.pings import Ping
@@ -130,20 +130,36 @@ async def _drive_devices(
         # of the site, a few metres per ping, inside the graph's area.
         radius = rng.uniform(0.002, 0.006)
         angle = rng.uniform(0, 6.28)
-        async with websockets.connect(
-            f"{ws_url}/v1/devices/stream", additional_headers={"Authorization": f"Bearer {token}"}
-        ) as connection:
+        loop = asyncio.get_running_loop()
+        ack: asyncio.Future[None] = loop.create_future()
+
+        def on_ack(_: bytes) -> None:
+            if not ack.done():
+                ack.set_result(None)
+
+        def on_close(_: asyncio.Future[None]) -> None:
+            if not ack.done():
+                ack.set_exception(ConnectionError("the server closed the device connection"))
+
+        connection = await LightClient.connect(
+            f"{ws_url}/v1/devices/stream", on_ack, {"Authorization": f"Bearer {token}"}
+        )
+        connection.closed.add_done_callback(on_close)
+        try:
             await asyncio.sleep(max(0.0, schedule.start_t - time.time()) + rng.uniform(0, period_s))
             while time.time() < deadline:
                 started = time.time()
                 angle += 0.002
                 fix = {"t": started, "lat": CENTRE[0] + radius * math.cos(angle),
                        "lon": CENTRE[1] + 1.2 * radius * math.sin(angle), "acc": 6.0}  # fmt: skip
-                await connection.send(orjson.dumps(fix).decode())
-                await connection.recv()
+                ack = loop.create_future()
+                connection.send_text(orjson.dumps(fix))
+                await ack
                 if started >= schedule.measure_t:
                     ack_latencies.append(time.time() - started)
                 await asyncio.sleep(max(0.0, period_s - (time.time() - started)))
+        finally:
+            connection.close()
 
     results = await asyncio.gather(*(device(token) for token in tokens), return_exceptions=True)
     failures = [result for result in results if isinstance(result, Exception)]
@@ -162,7 +178,7 @@ async def _watch(ws_url: str, shares: list[str], schedule: Schedule) -> tuple[li
     with_eta = 0
     deadline = schedule.end_t + 2.0  # updates still on their way at the end
 
-    def note(raw: str | bytes) -> None:
+    def note(raw: bytes) -> None:
         nonlocal with_eta
         received = time.time()
         message = orjson.loads(raw)
@@ -172,14 +188,13 @@ async def _watch(ws_url: str, shares: list[str], schedule: Schedule) -> tuple[li
             with_eta += message.get("eta_s") is not None
 
     async def customer(token: str) -> None:
-        async with websockets.connect(f"{ws_url}/v1/track/{token}/ws", max_size=None) as connection:
-            # One timeout for the whole watch: wait_for on every message
-            # would start a task per message in this process, which shares
-            # the machine with the server.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, deadline - time.time())):
-                    async for raw in connection:
-                        note(raw)
+        connection = await LightClient.connect(f"{ws_url}/v1/track/{token}/ws", note)
+        try:
+            await asyncio.wait_for(connection.closed, max(0.1, deadline - time.time()))
+        except TimeoutError:
+            pass
+        finally:
+            connection.close()
 
     results = await asyncio.gather(*(customer(token) for token in shares), return_exceptions=True)
     failures = [result for result in results if isinstance(result, Exception)]
