@@ -72,6 +72,8 @@ class EtaUpdate:
     earliest_t: float
     latest_t: float
     confidence: float
+    #: The live message queued for the job, sent when the batch runs.
+    message: dict[str, Any] | None = None
 
 
 def site_point(site: dict[str, Any]) -> tuple[float, float]:
@@ -266,7 +268,7 @@ class EtaService:
         job.eta_s, job.eta_t, job.arrival_window = eta_s, ping.t, awin
         message["job"] = eta_update_json(job)
         batch.publish(org, message)
-        return EtaUpdate(eta_s, awin["earliest_t"], awin["latest_t"], window.confidence)
+        return EtaUpdate(eta_s, awin["earliest_t"], awin["latest_t"], window.confidence, message)
 
     async def record_arrival(self, org: str, job: Job, arrival_t: float) -> None:
         """Calibrate the error model with a finished trip and log window coverage."""

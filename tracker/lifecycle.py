@@ -45,6 +45,7 @@ from tracker.jobs import (
     Job,
     JobStatus,
     JobStore,
+    eta_update_json,
     job_from_hash,
     loaded_fields,
 )
@@ -427,6 +428,10 @@ class Lifecycle:
                 await self._follow_up(after, work.batch)
             except Exception:
                 logger.exception("follow-up of job %s of org %s failed", after.job.id, after.org)
+            if after.update is not None and after.update.message is not None:
+                # The ETA message goes out after the follow-up's flag events,
+                # so it must carry the flags they set.
+                after.update.message["job"] = eta_update_json(after.job)
 
     async def _follow_up(self, after: _AfterEta, batch: Batch) -> None:
         """Set or clear the late and stale flags and advise the device's interval."""

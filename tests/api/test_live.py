@@ -297,6 +297,27 @@ async def test_fleet_ws_job_message_carries_eta_fields(
     assert job["arrival_window"]["earliest"] <= job["arrival_window"]["latest"]
 
 
+async def test_fleet_ws_job_message_drops_cleared_stale(
+    server: ServerProcess, api: Api, org: tuple[str, str]
+) -> None:
+    token = make_job(api)
+    api.post("/v1/jobs/j1/dispatch")
+    async with Device(server.ws_url, token) as device:
+        # A fix 300 s old makes the flag check mark the job stale.
+        await device.send({"t": time.time() - 300, "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+        deadline = time.monotonic() + 30
+        while "stale" not in api.get("/v1/jobs/j1").json()["flags"]:
+            assert time.monotonic() < deadline, "the job was not flagged stale within 30 s"
+            await asyncio.sleep(0.5)
+        async with websockets.connect(f"{server.ws_url}/v1/fleet/ws?token={org[1]}") as dispatcher:
+            await asyncio.sleep(0.3)
+            await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+            message = orjson.loads(await asyncio.wait_for(dispatcher.recv(), 10))
+            while message["type"] != "job":
+                message = orjson.loads(await asyncio.wait_for(dispatcher.recv(), 10))
+    assert message["job"]["flags"] == []
+
+
 async def test_stalled_viewer_does_not_slow_ingest(server: ServerProcess, api: Api, org: tuple[str, str]) -> None:
     # A dispatcher that connects and never reads, with a tiny receive buffer.
     stalled = socket.create_connection(("127.0.0.1", server.port))
