@@ -134,6 +134,8 @@ class Job:
     arrival_window: dict[str, float] | None = None
     route: list[list[float]] | None = None
     created_t: float = 0.0
+    #: When the job last went en route (Unix seconds), if it has.
+    en_route_t: float | None = None
 
     @property
     def window(self) -> Visit:
@@ -220,6 +222,8 @@ def job_from_hash(raw: dict[bytes, bytes], *, with_route: bool = False) -> Job:
         job.arrival_window = orjson.loads(raw[b"awin"])
     if with_route and raw.get(b"route"):
         job.route = orjson.loads(raw[b"route"])
+    if raw.get(b"en_route_t"):
+        job.en_route_t = float(raw[b"en_route_t"])
     return job
 
 

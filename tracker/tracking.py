@@ -3,7 +3,9 @@
 A link carries a random token (``st_...``) scoped to one job. Redis keeps
 only its SHA-256 digest with the job and the expiry. The customer's view
 contains the contractor's position only while the job is en route, or
-arrived with the contractor within ``ARRIVED_VISIBLE_M`` of the site, and,
+arrived with the contractor within ``ARRIVED_VISIBLE_M`` of the site, only
+from fixes taken after the job went en route (an older one may show where
+the contractor lives or worked before), and,
 when the organisation sets ``reveal_within_s`` or ``reveal_within_m``, only
 once the contractor is that close in time or distance. Before and after,
 the view contains the status and the arrival window alone. Status events
@@ -166,6 +168,8 @@ class TrackView:
         """Return whether the customer may see the contractor now."""
         if self.job.status not in VISIBLE_STATUSES or self.fix is None:
             return False
+        if self.job.en_route_t is not None and self.fix["t"] < self.job.en_route_t:
+            return False
         if self.job.status is JobStatus.ARRIVED and self._outside_site_m() > ARRIVED_VISIBLE_M:
             return False
         return self.privacy.allows(self.job.eta_s, self.site_distance_m())
@@ -248,6 +252,8 @@ class TrackViewer(Viewer):
                 return
             view.job.status = JobStatus(event["status"])
             view.job.flags = event["flags"]
+            if event.get("type") == "job.en_route":
+                view.job.en_route_t = event["t"]
             self.mailbox.put_event(orjson.dumps({"type": "event", "event": customer_event(event)}))
         elif kind == "privacy":
             view.privacy = Privacy(message.get("reveal_within_s"), message.get("reveal_within_m"))

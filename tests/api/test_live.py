@@ -67,6 +67,21 @@ async def test_track_hides_position_before_dispatch(server: ServerProcess, api: 
     assert snapshot["position"] is None
 
 
+async def test_track_hides_fix_from_before_dispatch(server: ServerProcess, api: Api) -> None:
+    # A fix taken before the dispatch may show where the contractor lives.
+    token = make_job(api)
+    link = share(api)
+    async with Device(server.ws_url, token) as device:
+        await device.send({"t": time.time() - 5, "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+        api.post("/v1/jobs/j1/dispatch")
+        before = httpx.get(f"{server.base_url}/v1/track/{link['token']}").json()
+        await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1], "acc": 5.0})
+    after = httpx.get(f"{server.base_url}/v1/track/{link['token']}").json()
+    assert before["status"] == "en_route"
+    assert before["position"] is None
+    assert after["position"] is not None
+
+
 async def test_track_pushes_positions_en_route(server: ServerProcess, api: Api) -> None:
     token = make_job(api)
     api.post("/v1/jobs/j1/dispatch")

@@ -151,3 +151,27 @@ def test_viewer_applies_privacy_change() -> None:
     viewer.render()
     viewer.offer({"type": "privacy", "reveal_within_s": None, "reveal_within_m": 10.0}, b"")
     assert orjson.loads(viewer.mailbox.take()[-1])["position"] is None
+
+
+def test_update_hides_fix_from_before_dispatch() -> None:
+    view = en_route_view()
+    assert view.fix is not None
+    view.job.en_route_t = view.fix["t"] + 1.0
+    assert view.update()["position"] is None
+
+
+def test_update_shows_fix_from_after_dispatch() -> None:
+    view = en_route_view()
+    assert view.fix is not None
+    view.job.en_route_t = view.fix["t"] - 1.0
+    assert view.update()["position"] is not None
+
+
+def test_viewer_takes_dispatch_time_from_event() -> None:
+    view = en_route_view()
+    view.job.status = JobStatus.SCHEDULED
+    viewer = TrackViewer("o1", view, never_sends)
+    assert view.fix is not None
+    event = {"type": "job.en_route", "job_id": "j1", "t": view.fix["t"] + 5.0, "status": "en_route", "flags": []}
+    viewer.offer({"type": "event", "event": event}, b"")
+    assert viewer.view.update()["position"] is None
