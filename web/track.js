@@ -103,9 +103,18 @@ function showNotice(text, action = null) {
 
 // ---- summary panel ----------------------------------------------------
 
+// The window comes from the last fix. Once its end has passed without a
+// newer one (no signal, a phone switched off), it promises nothing.
+function windowPassed(update) {
+  return Boolean(update.arrival_window) && Date.parse(update.arrival_window.latest) < Date.now();
+}
+
 function arrivalHeadline(update) {
   switch (update.status) {
     case "en_route":
+      if (windowPassed(update)) {
+        return "Waiting for an updated arrival time";
+      }
       if (update.arrival_window) {
         const { earliest, latest } = update.arrival_window;
         if (formatTime(earliest) === formatTime(latest)) {
@@ -131,7 +140,7 @@ function arrivalHeadline(update) {
 }
 
 function arrivalDetail(update) {
-  if (update.status !== "en_route" || !Number.isFinite(update.eta_s)) {
+  if (update.status !== "en_route" || !Number.isFinite(update.eta_s) || windowPassed(update)) {
     return "";
   }
   return `Travel time ${formatEta(update.eta_s)}`;
@@ -460,7 +469,13 @@ async function main() {
     console.warn("snapshot unavailable, waiting for the live connection:", error);
   }
   connect(token);
-  setInterval(renderFixAge, FIX_AGE_TICK_MS);
+  setInterval(() => {
+    renderFixAge();
+    // An arrival window can pass between two updates.
+    if (state.lastUpdate !== null) {
+      renderSummary(state.lastUpdate);
+    }
+  }, FIX_AGE_TICK_MS);
 }
 
 main();

@@ -32,7 +32,7 @@ def iso(t: float) -> str:
 
 
 def create_shared_job(
-    api: Api, dispatch: bool = True, link_ttl_s: float | None = None
+    api: Api, dispatch: bool = True, link_ttl_s: float | None = None, dispatch_at: float | None = None
 ) -> tuple[str, str, str]:
     """Create a contractor and a job, share the job, and return (job id, device token, share token)."""
     contractor_id = unique_name("c")
@@ -49,7 +49,8 @@ def create_shared_job(
     response = api.post("/v1/jobs", body)
     assert response.status_code == 201, response.text
     if dispatch:
-        response = api.post(f"/v1/jobs/{job_id}/dispatch")
+        dispatch_body = {"at": iso(dispatch_at)} if dispatch_at is not None else None
+        response = api.post(f"/v1/jobs/{job_id}/dispatch", dispatch_body)
         assert response.status_code == 200, response.text
     params = {"ttl_s": link_ttl_s} if link_ttl_s is not None else {}
     response = api.client.post(f"/v1/jobs/{job_id}/share", params=params)
@@ -94,10 +95,27 @@ async def test_track_page_follows_pings(
     assert moved[0] > first[0]
     assert moved[1] > first[1]
     # Later updates leave the unchanged route out; the page keeps drawing it.
-    assert await page.evaluate("() => window.enrouteTrack.routeLine !== null")
+    # The route may come with a later update than the first position.
+    await page.wait_for_function("() => window.enrouteTrack.routeLine !== null", timeout=WAIT_MS)
     assert await page.evaluate("document.body.dataset.basemap") == "streets"
     assert phone_page.errors == []
     assert phone_page.foreign_urls(web_server.base_url) == []
+
+
+async def test_track_page_drops_passed_window(
+    web_server: ServerProcess, web_api: Api, phone_page: Any
+) -> None:
+    # The last fix is ten minutes old, so the window it gave has passed.
+    now = time.time()
+    _, device_token, share_token = create_shared_job(web_api, dispatch_at=now - 900)
+    async with Device(web_server.ws_url, device_token) as device:
+        reply = await device.send({"t": now - 600, "lat": TRACK[3][0], "lon": TRACK[3][1], "acc": 8.0})
+    assert reply["accepted"] == 1, reply
+    page = phone_page.page
+    await page.goto(f"{web_server.base_url}/track/{share_token}")
+    arrival = page.get_by_test_id("arrival-window")
+    await expect(arrival).to_have_text("Waiting for an updated arrival time", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("arrival-detail")).to_have_text("")
 
 
 async def test_track_page_shows_cancellation(
