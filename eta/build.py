@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -46,6 +47,12 @@ logger = logging.getLogger(__name__)
 
 OSM_SUFFIXES = (".osm", ".osm.gz", ".osm.bz2", ".osm.pbf", ".pbf")
 GRAPHML_SUFFIXES = (".graphml",)
+# Other data-file suffixes: a source ending in one is a file path, never a
+# place name, so a missing file is reported instead of geocoded.
+OTHER_FILE_SUFFIXES = (
+    ".txt", ".gz", ".bz2", ".xz", ".zip", ".xml", ".json", ".geojson",
+    ".gpx", ".csv", ".tsv", ".kml", ".kmz", ".shp", ".gpkg", ".o5m", ".osc", ".npz",
+)  # fmt: skip
 
 BUILD_STEPS = 6
 
@@ -87,8 +94,10 @@ def default_source_path() -> Path:
 def resolve_source(source: str | Path | None) -> GraphSource:
     """Classify a graph source as an OSM file, a GraphML file or a place name.
 
-    A string that names an existing file, or ends with a known file suffix,
-    is a file; any other non-empty string is a place name.
+    A string that names an existing file, contains a path separator or ends
+    with a data-file suffix (`OSM_SUFFIXES`, `GRAPHML_SUFFIXES`,
+    `OTHER_FILE_SUFFIXES`) is a file; any other non-empty string is a place
+    name.
 
     Raises
     ------
@@ -114,7 +123,7 @@ def resolve_source(source: str | Path | None) -> GraphSource:
     name = path.name.lower()
     is_osm = name.endswith(OSM_SUFFIXES)
     is_graphml = name.endswith(GRAPHML_SUFFIXES)
-    if isinstance(source, Path) or path.exists() or is_osm or is_graphml:
+    if isinstance(source, Path) or path.exists() or _looks_like_path(source):
         if path.is_dir():
             raise GraphSourceError(
                 source, f"graph source must be a file, but {path} is a directory"
@@ -131,6 +140,19 @@ def resolve_source(source: str | Path | None) -> GraphSource:
             )
         return GraphSource("osm" if is_osm else "graphml", path=path)
     return GraphSource("place", place=str(source).strip())
+
+
+def _looks_like_path(source: str) -> bool:
+    """Return True when a source string is a file path rather than a place name.
+
+    NOTE: a place name with a slash (``"Biel/Bienne"``) counts as a path, so
+    such places must be given another way (``"Biel, Switzerland"``).
+    """
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    if any(separator in source for separator in separators):
+        return True
+    name = source.strip().lower()
+    return name.endswith(OSM_SUFFIXES + GRAPHML_SUFFIXES + OTHER_FILE_SUFFIXES)
 
 
 class _Progress:
@@ -286,11 +308,10 @@ def _read_raw_graph(
         return G, _country_from_edges(G)
 
     if resolved.kind == "place":
-        # NOTE: this path needs the Overpass API, so the tests never run it.
+        # NOTE: a successful download needs Nominatim and the Overpass API,
+        # so the tests run only the failure path.
         assert resolved.place is not None
-        G = ox.graph_from_place(
-            resolved.place, network_type="drive", simplify=False, retain_all=True
-        )
+        G = _download_place_graph(resolved.place)
         drop = [
             (u, v, k)
             for u, v, k, highway in G.edges(keys=True, data="highway")
@@ -320,6 +341,60 @@ def _read_raw_graph(
             xml_path, bidirectional=False, simplify=False, retain_all=True
         )
     return G, extract.country
+
+
+def _download_place_graph(place: str) -> nx.MultiDiGraph:
+    """Geocode a place with Nominatim and download its roads from Overpass.
+
+    This does what ``osmnx.graph_from_place`` does, in two steps, so that a
+    failure names the service that failed.
+
+    Raises
+    ------
+    GraphSourceError
+        If either service cannot be reached, returns an error status, or
+        Nominatim finds no area for the place.
+    """
+    import osmnx as ox
+    import requests
+    from osmnx._errors import InsufficientResponseError, ResponseStatusCodeError
+
+    request_errors = (requests.RequestException, InsufficientResponseError, ResponseStatusCodeError)
+    try:
+        areas = ox.geocode_to_gdf(place)
+    except request_errors as error:
+        raise _place_error(place, "geocode place {place!r} with Nominatim", error) from error
+    except TypeError as error:
+        # osmnx raises TypeError when the place is a point or a line, not an area.
+        raise GraphSourceError(
+            place, f"could not use place {place!r}: {error} Name a city or a region instead."
+        ) from error
+    try:
+        return ox.graph_from_polygon(
+            areas.union_all(), network_type="drive", simplify=False, retain_all=True
+        )
+    except request_errors as error:
+        raise _place_error(
+            place, "download the roads of place {place!r} from Overpass", error
+        ) from error
+
+
+def _place_error(place: str, action: str, error: Exception) -> GraphSourceError:
+    """Return the error for a failed request, with ``action`` naming what failed."""
+    return GraphSourceError(
+        place,
+        f"could not {action.format(place=place)}: {_request_failure(error)}; "
+        "check the network connection and the place name, or pass an OSM file",
+    )
+
+
+def _request_failure(error: Exception) -> str:
+    """Return the cause of a failed HTTP request without the retry wrapper."""
+    # requests wraps a connection failure in urllib3's MaxRetryError, whose
+    # reason is the NewConnectionError or the name resolution error itself.
+    wrapped = error.args[0] if error.args else None
+    reason = getattr(wrapped, "reason", None)
+    return str(reason if reason is not None else error)
 
 
 def _check_osmnx_graph(G: nx.MultiDiGraph, path: Path) -> None:

@@ -44,7 +44,7 @@ class InvalidCoordinateError(EtaError, ValueError):
 
 
 class GraphSourceError(EtaError, ValueError):
-    """A road graph source cannot be used (format, content or argument).
+    """A road graph source cannot be used (format, content, argument or download).
 
     Attributes
     ----------

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from support import REPO_ROOT, Api, ServerProcess, shared_dir, unique_name
+from support import REPO_ROOT, Api, ServerProcess, free_port, shared_dir, unique_name
 
 # A server that hangs instead of exiting fails the test after this long.
 EXIT_LIMIT_S = 60
@@ -86,6 +86,53 @@ def test_graph_build_missing_file_error(tmp_path: Path) -> None:
     result = enroute("graph", "build", str(tmp_path / "nope.osm.pbf"))
     assert result.returncode == 1
     assert "nope.osm.pbf" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["some.txt", "roads.json", "maps/helsinki"])
+def test_graph_build_missing_path_error(tmp_path: Path, name: str) -> None:
+    # The name is relative to the command's folder, where no such file exists.
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "graph", "build", name],
+        check=False,
+        cwd=tmp_path,
+        env={**embedded_redis_env(), "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=EXIT_LIMIT_S,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"enroute: graph source file not found: {name}"]
+
+
+def test_graph_build_geocoding_failure(tmp_path: Path) -> None:
+    # Nominatim and Overpass point at a closed port of 127.0.0.1, so the
+    # request fails the way it does when the machine is offline.
+    closed_port = free_port()
+    script = (
+        "import sys\n"
+        "import osmnx\n"
+        f"osmnx.settings.nominatim_url = 'http://127.0.0.1:{closed_port}/'\n"
+        f"osmnx.settings.overpass_url = 'http://127.0.0.1:{closed_port}/'\n"
+        "osmnx.settings.use_cache = False\n"
+        "import api.cli\n"
+        "sys.exit(api.cli.main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "graph", "build", "Helsinki, Finland", "--cache-dir", str(tmp_path)],
+        check=False,
+        cwd=REPO_ROOT,
+        env=embedded_redis_env(),
+        capture_output=True,
+        text=True,
+        timeout=EXIT_LIMIT_S,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("enroute: could not geocode place 'Helsinki, Finland' with Nominatim: ")
+    assert "Connection refused" in message
+    assert message.endswith("or pass an OSM file")
 
 
 def test_graph_build_directory_error(tmp_path: Path) -> None:

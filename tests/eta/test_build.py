@@ -374,6 +374,28 @@ def test_place_name_resolves_without_network() -> None:
     assert (resolved.kind, resolved.place) == ("place", "Kallio, Helsinki, Finland")
 
 
+@pytest.mark.parametrize(
+    "place", ["Helsinki, Finland", "St. Louis, Missouri", "Washington D.C.", "Mt.Fuji"]
+)
+def test_dotted_place_names_resolve(place: str) -> None:
+    resolved = resolve_source(place)
+    assert resolved.kind == "place"
+    assert resolved.place == place
+
+
+@pytest.mark.parametrize(
+    "name", ["some.txt", "roads.XML", "area.geojson", "track.gpx", "extract.gz", "maps/helsinki"]
+)
+def test_missing_path_like_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # A relative name, as a user would type it, in a folder without that file.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GraphSourceNotFoundError) as info:
+        resolve_source(name)
+    assert str(info.value) == f"graph source file not found: {name}"
+
+
 def test_source_without_roads(tmp_path: Path, osm_writer: Callable[..., Path]) -> None:
     source = osm_writer(
         tmp_path / "paths.osm",
