@@ -166,17 +166,28 @@ def _simulator_config(args: argparse.Namespace, base_url: str, api_key: str) -> 
 
 
 def command_simulate(args: argparse.Namespace) -> int:
-    from benchmarks.simulator import Simulator, SimulatedContractor, load_gpx, time_track
-    from eta.build import load_graph
+    import httpx
+    import websockets.exceptions
 
-    graph = load_graph(args.graph, progress=True)
+    from benchmarks.simulator import Simulator
+    from eta.build import load_graph
+    from eta.errors import GraphSourceError
+
+    try:
+        # The track is read before the graph, so a bad file fails at once.
+        track = _load_gpx_track(args.gpx) if args.gpx else None
+        graph = load_graph(args.graph, progress=True)
+        route = _time_gpx_track(args.gpx, graph, track) if track is not None else None
+    except (GraphSourceError, SimulateInputError) as error:
+        logger.debug("simulate input failed", exc_info=True)
+        print(f"enroute: {error}", file=sys.stderr)
+        return 1
     config = _simulator_config(args, args.url.rstrip("/"), args.api_key)
 
     async def simulate() -> dict[str, Any]:
         simulator = Simulator(config, graph)
         try:
-            if args.gpx:
-                route = time_track(graph, load_gpx(Path(args.gpx)))
+            if route is not None:
                 contractor = simulator.contractors[0]
                 await contractor.register()
                 await contractor.replay(route)
@@ -187,9 +198,80 @@ def command_simulate(args: argparse.Namespace) -> int:
         finally:
             await simulator.close()
 
-    summary = asyncio.run(simulate())
+    try:
+        summary = asyncio.run(simulate())
+    except httpx.HTTPStatusError as error:
+        logger.debug("simulate request failed", exc_info=True)
+        print(f"enroute: {_describe_status_error(error, args)}", file=sys.stderr)
+        return 1
+    except (httpx.TransportError, OSError, websockets.exceptions.WebSocketException) as error:
+        logger.debug("simulate connection failed", exc_info=True)
+        print(
+            f"enroute: could not reach the server at {args.url}: {error or type(error).__name__}; "
+            "check --url and that `enroute serve` is running there",
+            file=sys.stderr,
+        )
+        return 1
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+class SimulateInputError(ValueError):
+    """A file given to ``enroute simulate`` cannot be used."""
+
+
+def _load_gpx_track(path: str) -> list[tuple[float, float, float | None]]:
+    import gpxpy.gpx
+
+    from benchmarks.simulator import load_gpx
+
+    try:
+        return load_gpx(Path(path))
+    except FileNotFoundError as error:
+        raise SimulateInputError(f"GPX file not found: {path}; check the --gpx path") from error
+    except (OSError, ValueError, gpxpy.gpx.GPXException) as error:
+        raise SimulateInputError(
+            f"could not read GPX file {path}: {error}; pass a GPX 1.0 or 1.1 file with --gpx"
+        ) from error
+
+
+def _time_gpx_track(path: str, graph: Any, track: list[tuple[float, float, float | None]]) -> Any:
+    from benchmarks.simulator import time_track
+
+    try:
+        return time_track(graph, track)
+    except ValueError as error:
+        raise SimulateInputError(
+            f"could not replay GPX file {path}: {error}; "
+            "pass a GPX file with at least 2 track or route points"
+        ) from error
+
+
+def _describe_status_error(error: Any, args: argparse.Namespace) -> str:
+    """Return one line that names the rejected request and what to do next."""
+    request, response = error.request, error.response
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    if response.status_code == 401:
+        return (
+            f"the server at {args.url} rejected the API key ({detail}); "
+            "pass the key that `enroute org create` printed with --api-key"
+        )
+    if response.status_code == 409:
+        try:
+            object_id = orjson.loads(request.content).get("id")
+        except (orjson.JSONDecodeError, AttributeError):
+            object_id = None
+        kind = "contractor" if request.url.path == "/v1/contractors" else "job"
+        return (
+            f"{kind} {object_id} already exists in this organisation; "
+            f"pass --prefix to use other ids (now {args.prefix!r})"
+        )
+    return (
+        f"{request.method} {request.url} failed with status {response.status_code}: {detail}"
+    )
 
 
 def command_demo(args: argparse.Namespace) -> int:

@@ -305,3 +305,67 @@ def test_serve_sharer_outlives_owner(tmp_path: Path, graph_cache_dir: Path) -> N
         owner.stop()
         sharer.stop()
     assert_redis_stopped(data_dir)
+
+
+def simulate(url: str, api_key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return enroute("simulate", "--url", url, "--api-key", api_key, "--contractors", "1", "--jobs", "1", *args)
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_simulate_existing_contractor(server: ServerProcess, api: Api, org: tuple[str, str]) -> None:
+    api.contractor("sim-c1")
+    result = simulate(server.base_url, org[1])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert last_line(result) == (
+        "enroute: contractor sim-c1 already exists in this organisation; "
+        "pass --prefix to use other ids (now 'sim')"
+    )
+
+
+def test_simulate_wrong_api_key(server: ServerProcess) -> None:
+    result = simulate(server.base_url, "ek_wrong")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert last_line(result) == (
+        f"enroute: the server at {server.base_url} rejected the API key (invalid API key); "
+        "pass the key that `enroute org create` printed with --api-key"
+    )
+
+
+def test_simulate_unreachable_server() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = simulate(url, "ek_any")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert last_line(result).startswith(f"enroute: could not reach the server at {url}: ")
+    assert last_line(result).endswith("check --url and that `enroute serve` is running there")
+
+
+def test_simulate_invalid_gpx(tmp_path: Path) -> None:
+    # The URL has no server, so the error must come before any request.
+    url = f"http://127.0.0.1:{free_port()}"
+    broken = tmp_path / "broken.gpx"
+    broken.write_text('<gpx><trk><trkseg><trkpt lat="60.1"')
+    empty = tmp_path / "empty.gpx"
+    empty.write_text('<gpx version="1.1"></gpx>')
+    missing = tmp_path / "missing.gpx"
+
+    result = simulate(url, "ek_any", "--gpx", str(broken))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert last_line(result).startswith(f"enroute: could not read GPX file {broken}: Error parsing XML")
+
+    result = simulate(url, "ek_any", "--gpx", str(empty))
+    assert result.returncode == 1
+    assert last_line(result) == (
+        f"enroute: could not replay GPX file {empty}: track must have at least 2 points, got 0; "
+        "pass a GPX file with at least 2 track or route points"
+    )
+
+    result = simulate(url, "ek_any", "--gpx", str(missing))
+    assert result.returncode == 1
+    assert last_line(result) == f"enroute: GPX file not found: {missing}; check the --gpx path"
