@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.resources
+import json
 import logging
 import os
 import signal
@@ -31,6 +32,8 @@ from tracker.store import StoreUnavailableError
 logger = logging.getLogger(__name__)
 
 MAX_WS_FRAME_BYTES = 1 << 20
+# Longer rejected inputs are cut short in 422 messages.
+MAX_INPUT_CHARS = 200
 # A server with a thousand connections keeps many long-lived objects, and
 # every ping allocates a few more: with the default thresholds (700, 10,
 # 10) the cyclic garbage collector took about a quarter of the CPU time
@@ -43,6 +46,21 @@ class ContractorIn(BaseModel):
 
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(default="", max_length=200)
+
+
+def _describe_input(value: object) -> str:
+    """Write a rejected input as JSON, shortened to ``MAX_INPUT_CHARS``.
+
+    ``json.dumps`` spells non-finite floats as ``Infinity`` and ``NaN``, as
+    a client sends them, where orjson would write null.
+    """
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > MAX_INPUT_CHARS:
+        text = text[: MAX_INPUT_CHARS - 3] + "..."
+    return text
 
 
 async def start_services(runtime: Runtime) -> None:
@@ -128,7 +146,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         messages = []
         for problem in error.errors():
             field = ".".join(str(part) for part in problem["loc"] if part != "body")
-            messages.append(f"{field or 'body'}: {problem['msg']}")
+            message = f"{field or 'body'}: {problem['msg']}"
+            if problem["type"] != "missing":
+                message += f", got {_describe_input(problem['input'])}"
+            messages.append(message)
         return JSONResponse({"detail": "; ".join(messages)}, status_code=422)
 
     @app.exception_handler(RedisConnectionError)
