@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import (
     STORAGE_ERRORS,
@@ -36,10 +36,17 @@ MAX_NEARBY = 100
 
 
 class PrivacyIn(BaseModel):
-    """Body of ``PUT /v1/org/privacy``: reveal the position only this close."""
+    """Body of ``PUT /v1/org/privacy``: reveal the position only this close.
 
-    reveal_within_s: float | None = Field(default=None, gt=0)
-    reveal_within_m: float | None = Field(default=None, gt=0)
+    Like the device protocol, the settings take finite JSON numbers only,
+    never strings or booleans, and a body with an unknown field is rejected
+    rather than read as "both unset".
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    reveal_within_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    reveal_within_m: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 def _json(body: Any, status_code: int = 200) -> Response:
@@ -79,6 +86,15 @@ async def graph_streets(request: Request) -> Response:
         cached = orjson.dumps(runtime.services["etas"].graph.streets_geojson())
         runtime.services["streets_json"] = cached
     return Response(cached, media_type="application/json", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/v1/org/privacy")
+async def get_privacy(request: Request, org: str = Depends(require_org)) -> Response:
+    """Return the organisation's reveal settings, null where unset."""
+    privacy = await tracking.load_privacy(runtime_of(request).redis, org)
+    return _json(
+        {"reveal_within_s": privacy.reveal_within_s, "reveal_within_m": privacy.reveal_within_m}
+    )
 
 
 @router.put("/v1/org/privacy")

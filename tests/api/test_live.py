@@ -157,6 +157,59 @@ async def test_track_privacy_change_hides_position(server: ServerProcess, api: A
     assert hidden_update["position"] is None
 
 
+def put_privacy_raw(api: Api, body: bytes) -> httpx.Response:
+    """Send a raw JSON body, since httpx's json= rejects Infinity and NaN."""
+    headers = {"Content-Type": "application/json"}
+    return api.client.put("/v1/org/privacy", content=body, headers=headers)
+
+
+def stored_privacy(redis_sync: redis.Redis, org_id: str) -> dict[bytes, bytes]:
+    fields = redis_sync.hgetall(keys.meta(org_id))
+    return {name: value for name, value in fields.items() if name.startswith(b"reveal_within")}
+
+
+def test_privacy_response_matches_stored(
+    api: Api, org: tuple[str, str], redis_sync: redis.Redis
+) -> None:
+    response = api.client.put("/v1/org/privacy", json={"reveal_within_s": 600, "reveal_within_m": 250.5})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"reveal_within_s": 600.0, "reveal_within_m": 250.5}
+    stored = stored_privacy(redis_sync, org[0])
+    assert {name.decode(): float(value) for name, value in stored.items()} == response.json()
+    assert api.get("/v1/org/privacy").json() == response.json()
+
+
+def test_privacy_get_default_unset(api: Api) -> None:
+    response = api.get("/v1/org/privacy")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"reveal_within_s": None, "reveal_within_m": None}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"reveal_within_m": Infinity}', "reveal_within_m: Input should be a finite number, got Infinity"),
+        (b'{"reveal_within_m": 1e999}', "reveal_within_m: Input should be a finite number, got Infinity"),
+        (b'{"reveal_within_s": -Infinity}', "reveal_within_s: Input should be a finite number, got -Infinity"),
+        (b'{"reveal_within_m": NaN}', "reveal_within_m: Input should be a finite number, got NaN"),
+        (b'{"reveal_within_m": true}', "reveal_within_m: Input should be a valid number, got true"),
+        (b'{"reveal_within_m": "300"}', 'reveal_within_m: Input should be a valid number, got "300"'),
+        (b'{"reveal_within_s": 0}', "reveal_within_s: Input should be greater than 0, got 0"),
+        (b'{"bogus": 1}', "bogus: Extra inputs are not permitted, got 1"),
+    ],
+)
+def test_privacy_invalid_body_422(
+    api: Api, org: tuple[str, str], redis_sync: redis.Redis, body: bytes, message: str
+) -> None:
+    assert api.client.put("/v1/org/privacy", json={"reveal_within_s": 600}).status_code == 200
+    before = stored_privacy(redis_sync, org[0])
+    response = put_privacy_raw(api, body)
+    assert response.status_code == 422
+    assert response.json()["detail"] == message
+    assert stored_privacy(redis_sync, org[0]) == before
+    assert api.get("/v1/org/privacy").json() == {"reveal_within_s": 600.0, "reveal_within_m": None}
+
+
 async def test_track_event_carries_no_fix(server: ServerProcess, api: Api) -> None:
     token = make_job(api)
     api.post("/v1/jobs/j1/dispatch")
