@@ -67,9 +67,11 @@ def check_url(url: str) -> str:
 
     The URL must be absolute http or https with a port within 1..65535, and
     its host must pass IDNA encoding. A host written as an IP address, in any
-    notation the resolver accepts, must pass `blocked_reason`. A host name is
-    checked only when each delivery resolves it, so registration works
-    offline.
+    notation the resolver accepts, must pass `blocked_reason`. httpx, which
+    delivers the webhooks, must accept the URL too (it rejects octal hosts
+    such as ``0177.0.0.1``), and the host it connects to must also pass
+    `blocked_reason`. A host name is checked only when each delivery
+    resolves it, so registration works offline.
     """
     try:
         parts = urlsplit(url)
@@ -81,12 +83,34 @@ def check_url(url: str) -> str:
     if port == 0:
         raise ValueError(f"url port must be within 1..65535, got {url!r}")
     address = host_address(url, parts.hostname)
-    if address is None:
-        return url
+    if address is not None:
+        check_address(url, address)
+    # Judge the host that httpx connects to as well, in case its parser
+    # reads a different host from the URL than urlsplit does.
+    client_address = host_address(url, client_host(url))
+    if client_address is not None and client_address != address:
+        check_address(url, client_address)
+    return url
+
+
+def check_address(url: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Raise WebhookTargetError if ``address``, the host of ``url``, is blocked."""
     blocked = blocked_reason(address)
     if blocked:
         raise WebhookTargetError(f"url must not point at {blocked}, got {url!r} ({address})")
-    return url
+
+
+def client_host(url: str) -> str:
+    """Return the host that httpx connects to for ``url``, IDNA-encoded.
+
+    Raises ValueError with httpx's reason for a URL that httpx rejects.
+    """
+    try:
+        return httpx.URL(url).raw_host.decode("ascii")
+    except httpx.InvalidURL as error:
+        raise ValueError(
+            f"url must be a URL that the delivery client httpx accepts ({error}), got {url!r}"
+        ) from None
 
 
 def host_address(
