@@ -181,6 +181,9 @@ def blocked_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> st
                 return f"{reason} ({ipv4}) embedded in {address}"
     if address.is_link_local:
         return "a link-local address (such as a cloud metadata service)"
+    if address.is_loopback:
+        # Python counts ::1 as reserved, since it lies in ::/8.
+        return None
     if address.is_multicast or address.is_unspecified or address.is_reserved:
         return "a multicast, unspecified or reserved address"
     return None

@@ -327,6 +327,10 @@ def test_webhook_mapped_loopback_201(api: Api) -> None:
     assert response.status_code == 201, response.text
 
 
+def test_blocked_reason_allows_ipv6_loopback() -> None:
+    assert blocked_reason(ipaddress.ip_address("::1")) is None
+
+
 def test_blocked_reason_embedded_ipv4() -> None:
     metadata = "a link-local address (such as a cloud metadata service)"
     assert blocked_reason(ipaddress.ip_address("::ffff:169.254.169.254")) == metadata
