@@ -76,7 +76,11 @@ async def post_pings(request: Request) -> Response:
             503,
         )
     if identity is None:
-        return _json({"type": "error", "error": "invalid or missing device token"}, 401)
+        error = "invalid or missing device token"
+        if "token" in request.query_params and not request.headers.get("authorization"):
+            # Query strings end up in proxy logs, so HTTP takes the header only.
+            error = "device token must be sent in the Authorization: Bearer header, not in ?token="
+        return _json({"type": "error", "error": error}, 401)
     too_large = {"type": "error", "error": "body must be at most 1 MiB (1048576 bytes)"}
     declared = request.headers.get("content-length", "0")
     if declared.isdigit() and int(declared) > MAX_HTTP_BODY_BYTES:

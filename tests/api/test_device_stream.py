@@ -270,6 +270,15 @@ def test_http_pings_bad_token_401(server: ServerProcess) -> None:
     assert response.status_code == 401
 
 
+def test_http_pings_query_token_names_header(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    response = httpx.post(
+        server.base_url + "/v1/pings", params={"token": token}, content=orjson.dumps(fix(time.time()))
+    )
+    assert response.status_code == 401
+    assert "Authorization: Bearer header" in response.json()["error"]
+
+
 def test_http_pings_oversized_body_413(server: ServerProcess, api: Api) -> None:
     token = api.contractor("c1")
     response = httpx.post(
