@@ -424,11 +424,13 @@ class Lifecycle:
                 after.update = update
                 work.followups.append(after)
         for after in work.followups:
+            flags_before = after.job.flags
             try:
                 await self._follow_up(after, work.batch)
             except Exception:
                 logger.exception("follow-up of job %s of org %s failed", after.job.id, after.org)
-            if after.update is not None and after.update.message is not None:
+            changed = after.job.flags is not flags_before
+            if changed and after.update is not None and after.update.message is not None:
                 # The ETA message goes out after the follow-up's flag events,
                 # so it must carry the flags they set.
                 after.update.message["job"] = eta_update_json(after.job)
