@@ -130,10 +130,14 @@ async def resolve_share(client: RedisClient, token: str) -> Share:
 async def load_privacy(client: RedisClient, org: str) -> Privacy:
     """Read the organisation's reveal settings."""
     within_s, within_m = await client.hmget(keys.meta(org), "reveal_within_s", "reveal_within_m")
-    return Privacy(
-        float(within_s) if within_s else None,
-        float(within_m) if within_m else None,
-    )
+    return Privacy(_finite_or_none(within_s), _finite_or_none(within_m))
+
+
+def _finite_or_none(raw: bytes | None) -> float | None:
+    # Older servers stored "inf" for an infinite limit, which hides nothing,
+    # so it reads as unset.
+    value = float(raw) if raw else math.inf
+    return value if math.isfinite(value) else None
 
 
 class TrackView:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tracker import keys
 from tracker.jobs import Job, JobStatus, Visit
+from tracker.store import connect
 from tracker.tracking import (
     CUSTOMER_EVENT_FIELDS,
     Privacy,
     TrackView,
     TrackViewer,
     customer_event,
+    load_privacy,
 )
 
 SITE = (60.1716, 24.9443)
@@ -175,3 +179,15 @@ def test_viewer_takes_dispatch_time_from_event() -> None:
     event = {"type": "job.en_route", "job_id": "j1", "t": view.fix["t"] + 5.0, "status": "en_route", "flags": []}
     viewer.offer({"type": "event", "event": event}, b"")
     assert viewer.view.update()["position"] is None
+
+
+async def test_load_privacy_reads_inf_as_unset(redis_url: str) -> None:
+    org = f"o-{uuid.uuid4().hex[:8]}"
+    client = connect(redis_url)
+    try:
+        await client.hset(keys.meta(org), mapping={"reveal_within_m": "inf", "reveal_within_s": "60.0"})
+        privacy = await load_privacy(client, org)
+    finally:
+        await client.aclose()
+    assert privacy.reveal_within_m is None
+    assert privacy.reveal_within_s == 60.0
