@@ -10,7 +10,7 @@ pauses only when ``MAX_QUEUED_MESSAGES`` messages wait for the application,
 so a device that floods the server is still held back.
 
 It also resets connections that stay open after the application ended
-them, and those whose client answers no keepalive ping. Closing a
+them, and those whose client replies to no keepalive ping. Closing a
 transport waits until its unsent data is written, and a client that
 stopped reading never takes it. Such a socket, and the data waiting for
 it, would otherwise stay until the client goes away.
