@@ -80,6 +80,7 @@ async def post_pings(request: Request) -> Response:
         if "token" in request.query_params and not request.headers.get("authorization"):
             # Query strings end up in proxy logs, so HTTP takes the header only.
             error = "device token must be sent in the Authorization: Bearer header, not in ?token="
+            logger.info("device HTTP request rejected: token sent in the query string")
         return _json({"type": "error", "error": error}, 401)
     too_large = {"type": "error", "error": "body must be at most 1 MiB (1048576 bytes)"}
     declared = request.headers.get("content-length", "0")

@@ -82,12 +82,12 @@ class LightClient(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send_text(self, text: bytes) -> None:
-        """Send one text message; ``text`` is UTF-8."""
+        """Send one text message, given as UTF-8 bytes."""
         self.protocol.send_text(text)
         self._flush()
 
     def close(self) -> None:
-        """Start the closing handshake; ``closed`` is done when the connection ends."""
+        """Start the closing handshake. ``closed`` is done when the connection ends."""
         if self.protocol.state is not State.OPEN:
             return
         self.protocol.send_close()

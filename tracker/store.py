@@ -331,7 +331,7 @@ class RedisPipe(asyncio.Protocol):
         """Close the connection and wait until its socket is released.
 
         The transport releases its socket one event-loop turn after
-        ``close``; a loop closed before that turn leaves the socket open.
+        ``close``, so a loop closed before that turn leaves the socket open.
         """
         self.close()
         if self._transport is not None:
