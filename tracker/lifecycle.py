@@ -382,7 +382,7 @@ class Lifecycle:
                 await self._apply(org, job, event, ping)
             detection = {}
         after = _AfterEta(org, job, pings[-1] if pings else None, interval_s)
-        if job.status is JobStatus.EN_ROUTE and pings and _accurate(pings[-1]):
+        if job.status is JobStatus.EN_ROUTE and pings and self._eta_due(job, pings[-1]):
             # The detector's state goes out in the same HSET as the ETA.
             request = EtaRequest(org, job, pings[-1], raw.get(b"smoother"), detection)
             work.etas.append((request, after))
@@ -390,6 +390,18 @@ class Lifecycle:
             if detection:
                 work.batch.hset(keys.job(org, job.id), detection)
             work.followups.append(after)
+
+    def _eta_due(self, job: Job, ping: Ping) -> bool:
+        """Return whether ``ping`` refreshes the en-route job's ETA.
+
+        The ping must be accurate enough and at least ``eta_min_interval_s``
+        newer than the ping behind the job's last ETA. With the default of
+        1 s, a device that sends several fixes a second costs one ETA a
+        second, and an older ping never turns the ETA back.
+        """
+        if not _accurate(ping):
+            return False
+        return job.eta_t is None or ping.t >= job.eta_t + self.settings.eta_min_interval_s
 
     def _detection_state(
         self, org: str, job: Job, raw: dict[bytes, bytes]

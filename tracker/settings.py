@@ -26,6 +26,7 @@ ENROUTE_GEOFENCE_DWELL_S   30                          inside time before arriva
 ENROUTE_GEOFENCE_MIN_ON_SITE_S 180                     shortest visit that completes
 ENROUTE_GEOFENCE_GRACE_S   300                         outside time before departure
 ENROUTE_GEOFENCE_MAX_ACCURACY_M 100                    worse fixes drive no transition
+ENROUTE_ETA_MIN_INTERVAL_S 1                           fix time between two ETA refreshes of a job
 =========================  ==========================  ===========================
 """
 
@@ -68,6 +69,10 @@ class Settings(BaseSettings):
     geofence_min_on_site_s: float = Field(default=180.0, ge=0)
     geofence_grace_s: float = Field(default=300.0, ge=0)
     geofence_max_accuracy_m: float = Field(default=100.0, gt=0)
+
+    # A ping refreshes a job's ETA only when its fix time is at least this
+    # many seconds after that of the ping behind the last ETA. 0: every frame.
+    eta_min_interval_s: float = Field(default=1.0, ge=0)
 
     # Advice sent to devices in every ack, seconds between pings.
     interval_near_s: float = Field(default=5.0, gt=0)

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import Api, Device, ServerProcess, create_org, running_server
 
 from api.jobs import JobIn, _visits
+from tracker import keys
 
 # A site on a street inside the bundled Helsinki graph.
 SITE = {"lat": 60.16935, "lon": 24.93890, "radius_m": 50.0}
@@ -344,6 +346,51 @@ async def test_lifecycle_eta_and_window_while_en_route(server: ServerProcess, ap
     window = job["arrival_window"]
     assert window is not None
     assert window["earliest"] <= window["latest"]
+
+
+async def eta_times_after_frames(
+    server: ServerProcess, api: Api, org: str, redis_url: str, offsets_s: list[float]
+) -> list[float]:
+    """Send one ping per offset 300 m from the site; return the job's ETA fix time after each."""
+    token = api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now - 60, now + 3600))
+    api.post("/v1/jobs/j1/dispatch")
+    now = time.time()  # pings from before the dispatch never count
+    lat, lon = offset(SITE["lat"], SITE["lon"], 300.0, 0.0)
+    seen = []
+    with redis.Redis.from_url(redis_url) as client:
+        async with Device(server.ws_url, token) as device:
+            for offset_s in offsets_s:
+                reply = await device.send({"t": now + offset_s, "lat": lat, "lon": lon, "acc": 5.0})
+                assert reply["accepted"] == 1, reply
+                seen.append(float(client.hget(keys.job(org, "j1"), "eta_t") or "nan"))
+    return [t - now for t in seen]
+
+
+async def test_lifecycle_eta_refreshed_once_per_interval(
+    server: ServerProcess, api: Api, org: tuple[str, str], redis_url: str
+) -> None:
+    seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 0.4, 0.8, 1.0])
+    assert seen == pytest.approx([0.0, 0.0, 0.0, 1.0], abs=1e-3)
+
+
+async def test_lifecycle_eta_every_frame_with_zero_interval(
+    tmp_path: Path, redis_url: str, graph_cache_dir: Path, open_api: Callable[[str, str], Api]
+) -> None:
+    org, key = create_org(redis_url)
+    env = {"ENROUTE_GRAPH_CACHE_DIR": str(graph_cache_dir), "ENROUTE_ETA_MIN_INTERVAL_S": "0"}
+    with running_server(redis_url, tmp_path / "server.log", **env) as server:
+        api = open_api(server.base_url, key)
+        seen = await eta_times_after_frames(server, api, org, redis_url, [0.0, 0.2, 0.4])
+    assert seen == pytest.approx([0.0, 0.2, 0.4], abs=1e-3)
+
+
+async def test_lifecycle_older_ping_keeps_eta(
+    server: ServerProcess, api: Api, org: tuple[str, str], redis_url: str
+) -> None:
+    seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 2.0, 1.5])
+    assert seen[-1] == pytest.approx(2.0, abs=1e-3)
 
 
 async def test_lifecycle_wrong_contractor_no_arrival(server: ServerProcess, api: Api) -> None:
