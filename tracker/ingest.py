@@ -65,8 +65,10 @@ class Ingest:
         self.counters.rejected += len(rejected)
         if rejected and logger.isEnabledFor(logging.DEBUG):
             logger.debug("org %s device %s: %d pings rejected", org, device_id, len(rejected))
+        if parsed.warnings:
+            logger.info("frame from org %s device %s: %s", org, device_id, "; ".join(parsed.warnings))
         if not parsed.pings:
-            return self._ack(0, 0, rejected, None, [])
+            return self._ack(0, 0, rejected, None, [], parsed.warnings)
 
         pings = [ping for _, ping in parsed.pings]
         try:
@@ -107,7 +109,9 @@ class Ingest:
                     logger.exception(
                         "ping observer failed for org %s device %s", org, device_id
                     )
-        return self._ack(accepted, duplicates, rejected, result.interval_s, result.open_jobs)
+        return self._ack(
+            accepted, duplicates, rejected, result.interval_s, result.open_jobs, parsed.warnings
+        )
 
     def _ack(
         self,
@@ -116,14 +120,18 @@ class Ingest:
         rejected: list[dict[str, Any]],
         interval_s: float | None,
         open_jobs: list[str],
+        warnings: list[str],
     ) -> dict[str, Any]:
         if interval_s is None:
             settings = self.settings
             interval_s = settings.interval_moving_s if open_jobs else settings.interval_idle_s
-        return {
+        ack: dict[str, Any] = {
             "type": "ack",
             "accepted": accepted,
             "duplicates": duplicates,
             "rejected": rejected,
             "next_interval_s": interval_s,
         }
+        if warnings:
+            ack["warnings"] = warnings
+        return ack

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import isfinite
 from typing import Any, NamedTuple
 
@@ -96,6 +96,8 @@ class ParsedFrame:
 
     pings: list[tuple[int, Ping]]
     rejected: list[Rejection]
+    #: Problems of the frame itself that lost no ping, for the ack's "warnings".
+    warnings: list[str] = field(default_factory=list)
 
 
 class FrameError(ValueError):
@@ -151,6 +153,15 @@ def _number(ping: dict[str, Any], name: str, required: bool) -> float | None:
     raise ValueError(f"{name} must be a finite number, got {_describe(value)}")
 
 
+def _number_or_none(ping: dict[str, Any], name: str, required: bool, errors: list[str]) -> float | None:
+    """Return the field as :func:`_number` does; on an error, add its message to ``errors`` and return None."""
+    try:
+        return _number(ping, name, required)
+    except ValueError as error:
+        errors.append(str(error))
+        return None
+
+
 def _check_t(t: float, rules: TimeRules) -> None:
     if t > OUT_OF_RANGE_T:
         raise ValueError(f"t must be Unix seconds, got {t:g}, which is out of range")
@@ -186,41 +197,50 @@ def validate_ping(raw: Any, rules: TimeRules) -> Ping:
     """
     if not isinstance(raw, dict):
         raise ValueError(f"ping must be a JSON object, got {_describe(raw)}")
+    # Every invalid field is reported, so one reply tells a device all its
+    # mistakes. The messages are joined with "; ".
+    errors: list[str] = []
     # Finite floats, the common case, skip the checks in _number.
     t = raw.get("t")
     if type(t) is not float or not isfinite(t):
-        t = _number(raw, "t", True)
+        t = _number_or_none(raw, "t", True, errors)
     lat = raw.get("lat")
     if type(lat) is not float or not isfinite(lat):
-        lat = _number(raw, "lat", True)
+        lat = _number_or_none(raw, "lat", True, errors)
     lon = raw.get("lon")
     if type(lon) is not float or not isfinite(lon):
-        lon = _number(raw, "lon", True)
+        lon = _number_or_none(raw, "lon", True, errors)
+    if lat is not None and not -90.0 <= lat <= 90.0:
+        errors.append(f"lat must be within -90..90, got {lat}")
+    if lon is not None and not -180.0 <= lon <= 180.0:
+        errors.append(f"lon must be within -180..180, got {lon}")
+    if lat == 0.0 and lon == 0.0:
+        errors.append("lat and lon must not both be 0, which receivers send for no fix")
+    if t is not None:
+        try:
+            _check_t(t, rules)
+        except ValueError as error:
+            errors.append(str(error))
+
+    # Optional fields are looked at only when present: most pings carry few.
+    acc = _number_or_none(raw, "acc", False, errors) if "acc" in raw else None
+    if acc is not None and acc < 0:
+        errors.append(f"acc must be >= 0 m, got {acc}")
+    spd = _number_or_none(raw, "spd", False, errors) if "spd" in raw else None
+    if spd is not None and spd < 0:
+        errors.append(f"spd must be >= 0 m/s, got {spd}")
+    hdg = _number_or_none(raw, "hdg", False, errors) if "hdg" in raw else None
+    if hdg is not None and not 0.0 <= hdg <= 360.0:
+        errors.append(f"hdg must be within 0..360 degrees, got {hdg}")
+    bat = _number_or_none(raw, "bat", False, errors) if "bat" in raw else None
+    if bat is not None and not 0.0 <= bat <= 1.0:
+        errors.append(f"bat must be within 0..1, got {bat}")
+    alt = _number_or_none(raw, "alt", False, errors) if "alt" in raw else None
+    if errors:
+        raise ValueError("; ".join(errors))
     assert t is not None
     assert lat is not None
     assert lon is not None
-    if not -90.0 <= lat <= 90.0:
-        raise ValueError(f"lat must be within -90..90, got {lat}")
-    if not -180.0 <= lon <= 180.0:
-        raise ValueError(f"lon must be within -180..180, got {lon}")
-    if lat == 0.0 and lon == 0.0:
-        raise ValueError("lat and lon must not both be 0, which receivers send for no fix")
-    _check_t(t, rules)
-
-    # Optional fields are looked at only when present: most pings carry few.
-    acc = _number(raw, "acc", False) if "acc" in raw else None
-    if acc is not None and acc < 0:
-        raise ValueError(f"acc must be >= 0 m, got {acc}")
-    spd = _number(raw, "spd", False) if "spd" in raw else None
-    if spd is not None and spd < 0:
-        raise ValueError(f"spd must be >= 0 m/s, got {spd}")
-    hdg = _number(raw, "hdg", False) if "hdg" in raw else None
-    if hdg is not None and not 0.0 <= hdg <= 360.0:
-        raise ValueError(f"hdg must be within 0..360 degrees, got {hdg}")
-    bat = _number(raw, "bat", False) if "bat" in raw else None
-    if bat is not None and not 0.0 <= bat <= 1.0:
-        raise ValueError(f"bat must be within 0..1, got {bat}")
-    alt = _number(raw, "alt", False) if "alt" in raw else None
 
     if hdg is not None and spd is not None and spd < STANDING_SPEED_MPS:
         hdg = None
@@ -262,8 +282,15 @@ def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:
         or the batch is empty or contains more than ``MAX_BATCH_PINGS`` pings.
     """
     body = decode_frame(text)
+    warnings = []
     if isinstance(body, dict) and "pings" in body:
         items = body["pings"]
+        stray = [name for name in ("t", "lat", "lon") if name in body]
+        if stray:
+            warnings.append(
+                f"top-level {', '.join(stray)} ignored: a frame with pings carries every "
+                "ping inside pings; move that ping into the array"
+            )
         if not isinstance(items, list):
             raise FrameError(f"pings must be a JSON array, got {_describe(items)}")
         if not items:
@@ -288,4 +315,4 @@ def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:
             pings.append((index, validate_ping(item, rules)))
         except ValueError as error:
             rejected.append(Rejection(index, str(error)))
-    return ParsedFrame(pings, rejected)
+    return ParsedFrame(pings, rejected, warnings)

@@ -97,6 +97,16 @@ async def test_stream_binary_frame_error(server: ServerProcess, api: Api) -> Non
         assert "binary frames" in reply["error"]
 
 
+async def test_stream_batch_with_top_level_ping_warns(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    now = time.time()
+    frame = {"pings": [fix(now - 2), fix(now - 1)], **fix(now)}
+    async with Device(server.ws_url, token) as device:
+        reply = await device.send(frame)
+    assert reply["accepted"] == 2
+    assert reply["warnings"][0].startswith("top-level t, lat, lon ignored")
+
+
 async def test_stream_batch_over_limit_error(server: ServerProcess, api: Api) -> None:
     token = api.contractor("c1")
     now = time.time()

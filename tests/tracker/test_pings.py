@@ -99,6 +99,35 @@ def test_parse_batch_keeps_valid_beside_invalid() -> None:
     assert [r.index for r in parsed.rejected] == [1]
 
 
+def test_validate_reports_every_bad_field() -> None:
+    message = rejection({"t": "soon", "lat": 91.2, "lon": 24.9, "acc": -1, "bat": 2})
+    assert "t must be a finite number, got 'soon' (a string)" in message
+    assert "lat must be within -90..90, got 91.2" in message
+    assert "acc must be >= 0 m, got -1.0" in message
+    assert "bat must be within 0..1, got 2.0" in message
+
+
+# One bad value per field; any set of them must name each of those fields.
+BAD_VALUES = {"t": "soon", "lat": 91.2, "lon": -200.0, "acc": -1, "spd": -2, "hdg": 400, "bat": 2}
+
+
+@given(st.sets(st.sampled_from(sorted(BAD_VALUES)), min_size=1))
+def test_validate_names_each_bad_field(bad: set[str]) -> None:
+    message = rejection({**GOOD, **{name: BAD_VALUES[name] for name in bad}})
+    named = {part.split(" ", 1)[0] for part in message.split("; ")}
+    assert named == bad
+
+
+def test_parse_batch_with_top_level_ping_warns() -> None:
+    frame = {"pings": [GOOD], "t": NOW - 3, "lat": 60.17, "lon": 24.94}
+    parsed = parse_frame(orjson.dumps(frame), RULES)
+    assert len(parsed.pings) == 1
+    assert parsed.warnings == [
+        "top-level t, lat, lon ignored: a frame with pings carries every ping "
+        "inside pings; move that ping into the array"
+    ]
+
+
 def test_parse_fractional_seconds_kept() -> None:
     parsed = parse_frame(orjson.dumps({**GOOD, "t": NOW - 4.75}), RULES)
     assert parsed.pings[0][1].t == NOW - 4.75
