@@ -190,15 +190,26 @@ def blocked_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> st
 
 
 async def check_target(url: str) -> None:
-    """Resolve the URL's host and raise WebhookTargetError for a blocked address."""
+    """Resolve the URL's host and raise WebhookTargetError for a blocked address.
+
+    The host that httpx connects to is resolved, and the one urlsplit reads
+    as well when the two parsers differ.
+
+    NOTE: the address is checked before httpx resolves the host again to
+    connect, so a DNS server that answers differently the second time
+    (DNS rebinding) is not stopped here.
+    """
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        reason = blocked_reason(address)
-        if reason:
-            raise WebhookTargetError(f"{parts.hostname} resolves to {reason}")
+    # A URL that httpx cannot parse raises httpx.InvalidURL to the caller.
+    hosts = dict.fromkeys([httpx.URL(url).raw_host.decode("ascii"), parts.hostname or ""])
+    loop = asyncio.get_running_loop()
+    for host in filter(None, hosts):
+        for info in await loop.getaddrinfo(host.strip("[]"), port):
+            address = ipaddress.ip_address(info[4][0].split("%")[0])
+            reason = blocked_reason(address)
+            if reason:
+                raise WebhookTargetError(f"{host} resolves to {reason}")
 
 
 class Webhooks:
