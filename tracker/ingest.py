@@ -93,11 +93,20 @@ class Ingest:
         self.counters.accepted += accepted
         self.counters.duplicates += duplicates
 
-        if self.observers and accepted:
+        statuses = result.statuses
+        if result.retried and duplicates:
+            # A lost reply hid from the observers what the first attempt
+            # stored, so they get those pings now, as history.
+            logger.info(
+                "org %s device %s: write retried; %d duplicate pings go to the observers as history",
+                org, device_id, duplicates,
+            )  # fmt: skip
+            statuses = statuses.replace("d", "h")
+        if self.observers and statuses.count("d") < len(statuses):
             stored = sorted(
                 (
                     (ping, status)
-                    for ping, status in zip(pings, result.statuses)
+                    for ping, status in zip(pings, statuses)
                     if status != "d"
                 ),
                 key=lambda pair: pair[0].t,

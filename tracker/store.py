@@ -114,6 +114,10 @@ class StoreResult:
     #: Per entry of open_jobs: its hash fields named in keys.JOB_LOADED_FIELDS
     #: as read by the script (None where missing).
     job_fields: list[list[bytes | None]] = field(default_factory=list)
+    #: Whether the script ran on a second or later attempt. The first may
+    #: have stored the pings before its reply was lost, so a "d" status may
+    #: be a ping of this very frame.
+    retried: bool = False
 
 
 @dataclass(slots=True)
@@ -129,6 +133,8 @@ class _Call:
     encoded: str
     values: list[str]
     future: asyncio.Future[StoreResult]
+    # Set once an attempt failed: Redis may have run the script anyway.
+    retried: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -666,6 +672,8 @@ class PingWriter:
                         attempt, delay_s, error,
                     )
                 submitted = None
+                for call in calls:
+                    call.retried = True
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
 
@@ -706,7 +714,7 @@ class PingWriter:
                 call.future.set_exception(error)
                 continue
             try:
-                call.future.set_result(_parse_reply(reply))
+                call.future.set_result(_parse_reply(reply, call.retried))
             except (ValueError, IndexError, TypeError, AttributeError) as error:
                 logger.error(
                     "unexpected ingest script reply for org %s device %s: %r (%s)",
@@ -745,7 +753,7 @@ class PingWriter:
             future = calls[index].future
             if isinstance(reply, list) and not future.done():
                 try:
-                    result = _parse_reply(reply)
+                    result = _parse_reply(reply, calls[index].retried)
                 except (ValueError, IndexError, TypeError, AttributeError):
                     result = None
                 if result is not None:
@@ -782,11 +790,11 @@ def is_transient_reply(reply: Any) -> bool:
     )
 
 
-def _parse_reply(reply: list[Any]) -> StoreResult:
+def _parse_reply(reply: list[Any], retried: bool = False) -> StoreResult:
     statuses = b"".join(reply[0]).decode()
     jobs = [job for job in reply[1].decode().split(",") if job] if reply[1] else []
     interval = float(reply[2]) if reply[2] else None
-    return StoreResult(statuses, jobs, interval, list(reply[3]) if len(reply) > 3 else [])
+    return StoreResult(statuses, jobs, interval, list(reply[3]) if len(reply) > 3 else [], retried)
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import hiredis
 import orjson
@@ -12,8 +15,9 @@ from redis.exceptions import ResponseError
 
 from tracker import keys
 from tracker.ingest import Ingest
+from tracker.pings import Ping
 from tracker.settings import load_settings
-from tracker.store import PingWriter, connect, is_transient_reply
+from tracker.store import PingWriter, StoreResult, connect, is_transient_reply
 
 
 async def test_ingest_rejected_write_replies_retry(redis_url: str) -> None:
@@ -32,6 +36,97 @@ async def test_ingest_rejected_write_replies_retry(redis_url: str) -> None:
     assert reply["type"] == "error"
     assert reply["retry"] is True
     assert "WRONGTYPE" in reply["error"]
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to Redis that loses the reply to the first EVALSHA.
+
+    The connection that sends it is closed once Redis's reply arrives, so
+    the script has run but the writer never learns its outcome.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        self.upstream = urlsplit(redis_url)
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+        self.handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        database = self.upstream.path.strip("/") if self.upstream.scheme != "unix" else "0"
+        return f"redis://127.0.0.1:{port}/{database or 0}"
+
+    async def stop(self) -> None:
+        """Stop accepting and wait for the open connections, which the client has closed."""
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        await asyncio.wait_for(asyncio.gather(*self.handlers), 5.0)
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.upstream.scheme == "unix":
+            return await asyncio.open_unix_connection(self.upstream.path)
+        return await asyncio.open_connection(self.upstream.hostname, self.upstream.port or 6379)
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self.handlers.add(handler)
+        redis_in, redis_out = await self._open_upstream()
+        script_sent = asyncio.Event()
+
+        async def requests() -> None:
+            while data := await client_in.read(65536):
+                if b"EVALSHA" in data and self.dropped == 0:
+                    script_sent.set()
+                redis_out.write(data)
+                await redis_out.drain()
+
+        async def replies() -> None:
+            while data := await redis_in.read(65536):
+                if script_sent.is_set() and self.dropped == 0:
+                    self.dropped += 1
+                    return
+                client_out.write(data)
+                await client_out.drain()
+
+        tasks = [asyncio.create_task(requests()), asyncio.create_task(replies())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in (client_out, redis_out):
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def test_ingest_retried_write_reaches_observers(redis_url: str) -> None:
+    proxy = ReplyDroppingProxy(redis_url)
+    client = connect(await proxy.start())
+    writer = PingWriter(client)
+    ingest = Ingest(writer, load_settings(redis_url=redis_url))
+    seen: list[tuple[Ping, str]] = []
+
+    async def observer(org: str, device_id: str, stored: list[tuple[Ping, str]], result: StoreResult) -> None:
+        seen.extend(stored)
+
+    ingest.observers.append(observer)
+    org, device = f"ingest-{uuid.uuid4().hex[:8]}", "c1"
+    now = time.time()
+    frame = orjson.dumps({"pings": [{"t": now - 2, "lat": 60.17, "lon": 24.94},
+                                    {"t": now - 1, "lat": 60.17, "lon": 24.94}]})  # fmt: skip
+    try:
+        reply = await ingest.handle_frame(org, device, frame)
+    finally:
+        await writer.aclose()
+        await client.aclose()
+        await proxy.stop()
+    assert proxy.dropped == 1
+    # The first attempt stored both pings, so the retry finds them stored.
+    assert reply["duplicates"] == 2
+    assert [status for _, status in seen] == ["h", "h"]
 
 
 @pytest.mark.parametrize(
