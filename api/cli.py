@@ -16,7 +16,7 @@ import orjson
 
 from api.ports import STARTUP_FAILURE_EXIT, PortUnavailableError, check_port_free
 from tracker.redis_server import EmbeddedRedis, RedisUnavailableError
-from tracker.settings import Settings, load_settings
+from tracker.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -359,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except RedisUnavailableError as error:
+        print(f"enroute: {error}", file=sys.stderr)
+        return 2
+    except SettingsError as error:
         print(f"enroute: {error}", file=sys.stderr)
         return 2
     except PortUnavailableError as error:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Map tiles for the web pages; the pages draw the graph's streets when these fail.
@@ -44,7 +44,9 @@ DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 class Settings(BaseSettings):
     """Process-wide settings; build one with :func:`load_settings`."""
 
-    model_config = SettingsConfigDict(env_prefix="ENROUTE_", extra="ignore")
+    # Infinity and NaN are rejected everywhere: an infinite interval or
+    # lifetime would switch a feature off without a word.
+    model_config = SettingsConfigDict(env_prefix="ENROUTE_", extra="ignore", allow_inf_nan=False)
 
     redis_url: str | None = None
     data_dir: Path = Path(".enroute")
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     geofence_max_accuracy_m: float = Field(default=100.0, gt=0)
 
     # A ping refreshes a job's ETA only when its fix time is at least this
-    # many seconds after that of the ping behind the last ETA. 0: every frame.
+    # many seconds (less a tenth) after that of the ping behind the last ETA.
     eta_min_interval_s: float = Field(default=1.0, ge=0)
 
     # Advice sent to devices in every ack, seconds between pings.
@@ -91,7 +93,26 @@ class Settings(BaseSettings):
         return f"http://{self.host}:{self.port}"
 
 
+class SettingsError(ValueError):
+    """A flag or ``ENROUTE_*`` variable with an invalid value."""
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment once and apply flag values that are not None."""
+    """Read the environment once and apply flag values that are not None.
+
+    Raises
+    ------
+    SettingsError
+        Naming each invalid flag or variable, its value and the rule.
+    """
     given = {key: value for key, value in overrides.items() if value is not None}
-    return Settings(**given)  # type: ignore[arg-type]
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = str(item["loc"][0]) if item["loc"] else "settings"
+            source = "--" + name.replace("_", "-") if name in given else "ENROUTE_" + name.upper()
+            rule = item["msg"].removeprefix("Input should ")
+            problems.append(f"{source} is invalid: the value should {rule}, got {item['input']!r}")
+        raise SettingsError("; ".join(problems)) from None

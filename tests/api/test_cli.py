@@ -215,6 +215,28 @@ def test_org_create_prints_key_once(redis_url: str) -> None:
     assert result.stdout.count("ek_") == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("ENROUTE_ETA_MIN_INTERVAL_S", "inf", "the value should be a finite number, got 'inf'"),
+        ("ENROUTE_ETA_MIN_INTERVAL_S", "-1", "the value should be greater than or equal to 0, got '-1'"),
+        ("ENROUTE_VIEWER_STALL_S", "nan", "the value should be a finite number, got 'nan'"),
+        ("ENROUTE_SHARE_TTL_S", "abc", "the value should be a valid number"),
+    ],
+)
+def test_serve_invalid_setting_one_line(tmp_path: Path, name: str, value: str, rule: str) -> None:
+    result = enroute("serve", "--data-dir", str(tmp_path / "data"), timeout_s=EXIT_LIMIT_S, **{name: value})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"enroute: {name} is invalid: {rule}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_serve_invalid_flag_named(tmp_path: Path) -> None:
+    result = enroute("serve", "--port", "70000", "--data-dir", str(tmp_path / "data"), timeout_s=EXIT_LIMIT_S)
+    assert result.returncode == 2
+    assert result.stderr.startswith("enroute: --port is invalid: the value should be less than or equal to 65535")
+
+
 def test_serve_busy_port_exits(tmp_path: Path) -> None:
     with busy_port() as port:
         result = enroute(
