@@ -57,7 +57,9 @@ logger = logging.getLogger(__name__)
 
 # Fixes less accurate than this are stored but drive neither geofences nor ETAs.
 MAX_USEFUL_ACCURACY_M = 200.0
-# Status changes to ignore when a replay reproduces them.
+# A ping refreshes an ETA once this share of the minimum interval has passed.
+ETA_INTERVAL_SHARE = 0.9
+# Fences kept per process; the cache starts over when it is full.
 _FENCE_CACHE_SIZE = 10_000
 
 
@@ -224,7 +226,16 @@ class Lifecycle:
         latest = await self.client.hget(keys.device(org, job.contractor_id), "fix")
         if latest:
             ping = Ping.from_json(latest)
-            await self._refresh_eta(org, job, ping)
+            # A contractor who waits for work sends a fix every idle
+            # interval, so he is taken to be where a recent fix put him at
+            # the dispatch. An older fix gives no ETA: the next ping does.
+            if now - ping.t <= 2 * self.settings.interval_idle_s:
+                await self._refresh_eta(org, job, ping._replace(t=max(ping.t, now)))
+            else:
+                logger.info(
+                    "job %s of org %s dispatched without an ETA: contractor %s's last fix is %.0f s old",
+                    job.id, org, job.contractor_id, now - ping.t,
+                )  # fmt: skip
 
     async def cancel(self, org: str, job: Job, cause: str) -> None:
         """Cancel an open job."""
@@ -394,14 +405,17 @@ class Lifecycle:
     def _eta_due(self, job: Job, ping: Ping) -> bool:
         """Return whether ``ping`` refreshes the en-route job's ETA.
 
-        The ping must be accurate enough and at least ``eta_min_interval_s``
-        newer than the ping behind the job's last ETA. With the default of
-        1 s, a device that sends several fixes a second costs one ETA a
+        The ping must be accurate enough and newer than the ping behind the
+        job's last ETA by at least ``eta_min_interval_s``, less a tenth for
+        receivers whose fixes at that very interval jitter. With the default
+        of 1 s, a device that sends several fixes a second costs one ETA a
         second, and an older ping never turns the ETA back.
         """
         if not _accurate(ping):
             return False
-        return job.eta_t is None or ping.t >= job.eta_t + self.settings.eta_min_interval_s
+        if job.eta_t is None:
+            return True
+        return ping.t - job.eta_t >= ETA_INTERVAL_SHARE * self.settings.eta_min_interval_s
 
     def _detection_state(
         self, org: str, job: Job, raw: dict[bytes, bytes]

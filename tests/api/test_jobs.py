@@ -18,6 +18,7 @@ from support import Api, Device, ServerProcess, create_org, running_server
 
 from api.jobs import JobIn, _visits
 from tracker import keys
+from tracker.jobs import parse_iso
 
 # A site on a street inside the bundled Helsinki graph.
 SITE = {"lat": 60.16935, "lon": 24.93890, "radius_m": 50.0}
@@ -375,6 +376,14 @@ async def test_lifecycle_eta_refreshed_once_per_interval(
     assert seen == pytest.approx([0.0, 0.0, 0.0, 1.0], abs=1e-3)
 
 
+async def test_lifecycle_eta_jittered_fixes_each_refresh(
+    server: ServerProcess, api: Api, org: tuple[str, str], redis_url: str
+) -> None:
+    # A 1 Hz receiver whose fixes come a little early still gets one ETA each.
+    seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 0.95, 1.9])
+    assert seen == pytest.approx([0.0, 0.95, 1.9], abs=1e-3)
+
+
 async def test_lifecycle_eta_every_frame_with_zero_interval(
     tmp_path: Path, redis_url: str, graph_cache_dir: Path, open_api: Callable[[str, str], Api]
 ) -> None:
@@ -391,6 +400,36 @@ async def test_lifecycle_older_ping_keeps_eta(
 ) -> None:
     seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 2.0, 1.5])
     assert seen[-1] == pytest.approx(2.0, abs=1e-3)
+
+
+async def dispatch_after_fix(server: ServerProcess, api: Api, fix_age_s: float) -> tuple[float, dict]:
+    """Send one fix ``fix_age_s`` old, then dispatch; return the dispatch time and the job."""
+    token = api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now - 60, now + 3600))
+    lat, lon = offset(SITE["lat"], SITE["lon"], 300.0, 0.0)
+    async with Device(server.ws_url, token) as device:
+        reply = await device.send({"t": now - fix_age_s, "lat": lat, "lon": lon, "acc": 5.0})
+    assert reply["accepted"] == 1, reply
+    dispatched_t = time.time()
+    api.post("/v1/jobs/j1/dispatch")
+    return dispatched_t, api.get("/v1/jobs/j1").json()
+
+
+async def test_dispatch_old_fix_gives_no_eta(server: ServerProcess, api: Api) -> None:
+    _, job = await dispatch_after_fix(server, api, 600.0)
+    assert job["eta_s"] is None
+    assert job["arrival_window"] is None
+
+
+async def test_dispatch_recent_fix_counts_from_dispatch(
+    server: ServerProcess, api: Api, org: tuple[str, str], redis_sync: redis.Redis
+) -> None:
+    dispatched_t, job = await dispatch_after_fix(server, api, 30.0)
+    assert job["eta_s"] > 0
+    # The ETA counts from the dispatch, not from the fix 30 s before it.
+    assert float(redis_sync.hget(keys.job(org[0], "j1"), "eta_t")) >= dispatched_t
+    assert parse_iso("latest", job["arrival_window"]["latest"]) > dispatched_t + job["eta_s"] / 2
 
 
 async def test_lifecycle_wrong_contractor_no_arrival(server: ServerProcess, api: Api) -> None:
