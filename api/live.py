@@ -118,7 +118,9 @@ async def share_job(
     job_id: str,
     request: Request,
     org: str = Depends(require_org),
-    ttl_s: float | None = Query(None, gt=0, le=30 * 86400, description="link lifetime in seconds"),
+    ttl_s: float | None = Query(
+        None, gt=0, le=30 * 86400, allow_inf_nan=False, description="link lifetime in seconds"
+    ),
 ) -> Response:
     runtime = runtime_of(request)
     try:
@@ -295,8 +297,8 @@ async def get_heatmap(
 @router.get("/v1/fleet/nearby")
 async def get_nearby(
     request: Request,
-    lat: float = Query(..., ge=-90, le=90),
-    lon: float = Query(..., ge=-180, le=180),
+    lat: float = Query(..., ge=-90, le=90, allow_inf_nan=False),
+    lon: float = Query(..., ge=-180, le=180, allow_inf_nan=False),
     limit: int = Query(5, ge=1, le=MAX_NEARBY),
     org: str = Depends(require_org),
 ) -> Response:

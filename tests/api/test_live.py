@@ -285,6 +285,17 @@ async def test_heatmap_counts_follow_moves(server: ServerProcess, api: Api) -> N
     assert cells == [{"h3": h3.latlng_to_cell(60.1720, 24.9450, 9), "count": 1}]
 
 
+@pytest.mark.parametrize(
+    ("point", "field"),
+    [({"lat": "nan", "lon": "24.9"}, "lat"), ({"lat": "60.1", "lon": "inf"}, "lon")],
+)
+def test_nearby_nonfinite_point_422(api: Api, point: dict[str, str], field: str) -> None:
+    response = api.get("/v1/fleet/nearby", **point)
+    assert response.status_code == 422
+    assert field in response.text
+    assert "finite number" in response.text
+
+
 async def test_nearby_orders_by_distance(server: ServerProcess, api: Api) -> None:
     now = time.time()
     offsets = {"near": 0.0005, "middle": 0.002, "far": 0.004}
