@@ -237,14 +237,18 @@ class LiveHub:
             self._pubsub = pubsub
             self._delay_s = RECONNECT_FIRST_S
             logger.info("live pub/sub connected")
+            # The wanted channels are computed again only when viewers come
+            # or go, since that takes one step per organisation.
+            self._changed.set()
             while True:
-                wanted = {keys.live_channel(org) for org in self._viewers}
-                if wanted - subscribed:
-                    await pubsub.subscribe(*(wanted - subscribed))
-                if subscribed - wanted:
-                    await pubsub.unsubscribe(*(subscribed - wanted))
-                subscribed = wanted
-                self._changed.clear()
+                if self._changed.is_set():
+                    self._changed.clear()
+                    wanted = {keys.live_channel(org) for org in self._viewers}
+                    if wanted - subscribed:
+                        await pubsub.subscribe(*(wanted - subscribed))
+                    if subscribed - wanted:
+                        await pubsub.unsubscribe(*(subscribed - wanted))
+                    subscribed = wanted
                 if not subscribed:
                     await self._changed.wait()
                     continue

@@ -147,3 +147,32 @@ async def test_hub_offers_fleet_viewer_every_item_as_sent(redis_url: str) -> Non
         b'{"type":"event","event":{"job_id":"j1"}}',
         b'{"type":"position","contractor_id":"a","fix":{"lat":60.17}}',
     ]
+
+
+async def test_hub_follows_orgs_added_and_removed(redis_url: str) -> None:
+    first = RecordingViewer(f"hub-{uuid.uuid4().hex[:8]}", {"c:a"})
+    second = RecordingViewer(f"hub-{uuid.uuid4().hex[:8]}", {"c:a"})
+    client = connect(redis_url)
+    hub = LiveHub(client)
+    hub.start()
+    payload = encode_messages([position("a")])
+    try:
+        await hub.add(first)
+        await client.publish(keys.live_channel(first.org), payload)
+        # Added while the hub waits for messages of the first organisation.
+        await hub.add(second)
+        await client.publish(keys.live_channel(second.org), payload)
+        hub.remove(first)
+        async with asyncio.timeout(5):
+            while hub._pubsub is None or keys.live_channel(first.org).encode() in hub._pubsub.channels:
+                await asyncio.sleep(0.01)
+        await client.publish(keys.live_channel(first.org), payload)
+        await client.publish(keys.live_channel(second.org), payload)
+        async with asyncio.timeout(5):
+            while len(second.offered) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await hub.stop()
+        await client.aclose()
+    assert len(first.offered) == 1
+    assert len(second.offered) == 2
