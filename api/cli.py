@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -76,6 +77,8 @@ def run_server(settings: Settings, redis_url: str) -> None:
     os.environ["ENROUTE_REDIS_URL"] = redis_url
     os.environ["ENROUTE_HOST"] = settings.host
     os.environ["ENROUTE_PORT"] = str(settings.port)
+    os.environ["ENROUTE_WORKERS"] = str(settings.workers)
+    os.environ["ENROUTE_DATA_DIR"] = str(settings.data_dir)
     os.environ["ENROUTE_SUPERVISOR_PID"] = str(os.getpid())
     if settings.graph:
         os.environ["ENROUTE_GRAPH"] = settings.graph
@@ -328,25 +331,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Simulation times beyond 30 days are typos, and far larger ones overflow the clock.
+MAX_FLAG_S = 30 * 86400.0
+
+
+def _positive_int(text: str) -> int:
+    """Parse a flag value that must be a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str, *, zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > MAX_FLAG_S:
+        bound = "0" if zero else "just above 0"
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from {bound} to {MAX_FLAG_S:.0f}, got {text!r}"
+        )
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """Parse a flag value of seconds above 0."""
+    return _seconds(text, zero=False)
+
+
+def _seconds_or_zero(text: str) -> float:
+    """Parse a flag value of seconds, 0 included."""
+    return _seconds(text, zero=True)
+
+
 def _add_simulation_flags(
     parser: argparse.ArgumentParser,
     service_s: float = 90.0,
     min_trip_s: float = 30.0,
     max_trip_s: float = 180.0,
 ) -> None:
-    parser.add_argument("--contractors", type=int, default=5, help="simulated contractors (default 5)")
-    parser.add_argument("--jobs", type=int, default=3, help="jobs per contractor (default 3)")
-    parser.add_argument("--interval", type=float, help="seconds between pings (default: the server's advice)")
-    parser.add_argument("--service-s", type=float, default=service_s, help=f"seconds on site per job (default {service_s:g})")
+    parser.add_argument("--contractors", type=_positive_int, default=5, help="simulated contractors (default 5)")
+    parser.add_argument("--jobs", type=_positive_int, default=3, help="jobs per contractor (default 3)")
+    parser.add_argument("--interval", type=_positive_seconds, help="seconds between pings (default: the server's advice)")
+    parser.add_argument("--service-s", type=_seconds_or_zero, default=service_s, help=f"seconds on site per job (default {service_s:g})")
     parser.add_argument(
-        "--min-trip-s", type=float, default=min_trip_s,
+        "--min-trip-s", type=_positive_seconds, default=min_trip_s,
         help=f"shortest planned drive to a job in seconds (default {min_trip_s:g})",
     )
     parser.add_argument(
-        "--max-trip-s", type=float, default=max_trip_s,
+        "--max-trip-s", type=_positive_seconds, default=max_trip_s,
         help=f"longest planned drive to a job in seconds (default {max_trip_s:g})",
     )
-    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: run until done or Ctrl-C)")
+    parser.add_argument("--duration", type=_positive_seconds, help="stop after this many seconds (default: run until done or Ctrl-C)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--prefix", default="sim", help="prefix of contractor and job ids")
 

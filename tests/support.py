@@ -49,9 +49,15 @@ class ServerProcess:
     """
 
     def __init__(
-        self, redis_url: str | None, log_path: Path, data_dir: Path | None = None, **env: str
+        self,
+        redis_url: str | None,
+        log_path: Path,
+        data_dir: Path | None = None,
+        args: tuple[str, ...] = (),
+        **env: str,
     ) -> None:
         self.redis_url = redis_url
+        self.args = args
         self.data_dir = data_dir
         self.port = free_port()
         self.log_path = log_path
@@ -68,7 +74,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         env = {**os.environ, **self.env}
-        command = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *self.args]
         if self.redis_url is None:
             env.pop("ENROUTE_REDIS_URL", None)
             if self.data_dir is not None:

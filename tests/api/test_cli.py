@@ -231,6 +231,37 @@ def test_serve_invalid_setting_one_line(tmp_path: Path, name: str, value: str, r
     assert result.stderr.count("\n") == 1
 
 
+def test_serve_flag_overrides_invalid_environment(
+    tmp_path: Path, redis_url: str, graph_cache_dir: Path
+) -> None:
+    # The worker processes must take the flag too, not the variable.
+    server = ServerProcess(
+        redis_url, tmp_path / "server.log", args=("--workers", "2"),
+        ENROUTE_WORKERS="abc", ENROUTE_GRAPH_CACHE_DIR=str(graph_cache_dir),
+    )  # fmt: skip
+    server.start()
+    try:
+        assert httpx.get(server.base_url + "/healthz", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "rule"),
+    [
+        ("--duration", "nan", "must be a number of seconds from just above 0 to 2592000, got 'nan'"),
+        ("--service-s", "1e300", "must be a number of seconds from 0 to 2592000, got '1e300'"),
+        ("--contractors", "-1", "must be a whole number of at least 1, got '-1'"),
+        ("--interval", "0", "must be a number of seconds from just above 0 to 2592000, got '0'"),
+    ],
+)
+def test_demo_invalid_flag_one_line(flag: str, value: str, rule: str) -> None:
+    result = enroute("demo", flag, value, timeout_s=EXIT_LIMIT_S)
+    assert result.returncode == 2
+    assert f"argument {flag}: {rule}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_invalid_flag_named(tmp_path: Path) -> None:
     result = enroute("serve", "--port", "70000", "--data-dir", str(tmp_path / "data"), timeout_s=EXIT_LIMIT_S)
     assert result.returncode == 2
