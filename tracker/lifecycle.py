@@ -229,12 +229,15 @@ class Lifecycle:
             # A contractor who waits for work sends a fix every idle
             # interval, so he is taken to be where a recent fix put him at
             # the dispatch. An older fix gives no ETA: the next ping does.
-            if now - ping.t <= 2 * self.settings.interval_idle_s:
+            # Against the clock as well: a back-dated dispatch must not
+            # take a fix from hours ago.
+            age_s = max(now, time.time()) - ping.t
+            if age_s <= 2 * self.settings.interval_idle_s:
                 await self._refresh_eta(org, job, ping._replace(t=max(ping.t, now)))
             else:
                 logger.info(
                     "job %s of org %s dispatched without an ETA: contractor %s's last fix is %.0f s old",
-                    job.id, org, job.contractor_id, now - ping.t,
+                    job.id, org, job.contractor_id, age_s,
                 )  # fmt: skip
 
     async def cancel(self, org: str, job: Job, cause: str) -> None:
@@ -415,7 +418,9 @@ class Lifecycle:
             return False
         if job.eta_t is None:
             return True
-        return ping.t - job.eta_t >= ETA_INTERVAL_SHARE * self.settings.eta_min_interval_s
+        # A microsecond of tolerance, since fix times near 1.8e9 carry
+        # rounding errors of that size.
+        return ping.t - job.eta_t >= ETA_INTERVAL_SHARE * self.settings.eta_min_interval_s - 1e-6
 
     def _detection_state(
         self, org: str, job: Job, raw: dict[bytes, bytes]

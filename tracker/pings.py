@@ -291,10 +291,12 @@ def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:
                 f"top-level {', '.join(stray)} ignored: a frame with pings carries every "
                 "ping inside pings; move that ping into the array"
             )
+        # The frame is rejected whole, so the stray ping is not stored either.
+        unstored = f"; top-level {', '.join(stray)} not stored either" if stray else ""
         if not isinstance(items, list):
-            raise FrameError(f"pings must be a JSON array, got {_describe(items)}")
+            raise FrameError(f"pings must be a JSON array, got {_describe(items)}{unstored}")
         if not items:
-            raise FrameError("pings must contain at least one ping, got an empty array")
+            raise FrameError(f"pings must contain at least one ping, got an empty array{unstored}")
         if len(items) > MAX_BATCH_PINGS:
             raise FrameError(
                 f"pings must contain at most {MAX_BATCH_PINGS} pings, got "

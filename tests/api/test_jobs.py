@@ -384,6 +384,13 @@ async def test_lifecycle_eta_jittered_fixes_each_refresh(
     assert seen == pytest.approx([0.0, 0.95, 1.9], abs=1e-3)
 
 
+async def test_lifecycle_eta_slack_interval_refreshes(
+    server: ServerProcess, api: Api, org: tuple[str, str], redis_url: str
+) -> None:
+    seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 0.9, 1.8, 2.7])
+    assert seen == pytest.approx([0.0, 0.9, 1.8, 2.7], abs=1e-3)
+
+
 async def test_lifecycle_eta_every_frame_with_zero_interval(
     tmp_path: Path, redis_url: str, graph_cache_dir: Path, open_api: Callable[[str, str], Api]
 ) -> None:
@@ -402,8 +409,10 @@ async def test_lifecycle_older_ping_keeps_eta(
     assert seen[-1] == pytest.approx(2.0, abs=1e-3)
 
 
-async def dispatch_after_fix(server: ServerProcess, api: Api, fix_age_s: float) -> tuple[float, dict]:
-    """Send one fix ``fix_age_s`` old, then dispatch; return the dispatch time and the job."""
+async def dispatch_after_fix(
+    server: ServerProcess, api: Api, fix_age_s: float, back_s: float = 0.0
+) -> tuple[float, dict]:
+    """Send one fix ``fix_age_s`` old, then dispatch ``back_s`` ago; return the dispatch time and the job."""
     token = api.contractor("c1")
     now = time.time()
     api.post("/v1/jobs", job_body("j1", "c1", now - 60, now + 3600))
@@ -412,7 +421,10 @@ async def dispatch_after_fix(server: ServerProcess, api: Api, fix_age_s: float) 
         reply = await device.send({"t": now - fix_age_s, "lat": lat, "lon": lon, "acc": 5.0})
     assert reply["accepted"] == 1, reply
     dispatched_t = time.time()
-    api.post("/v1/jobs/j1/dispatch")
+    if back_s:
+        api.post("/v1/jobs/j1/dispatch", {"at": iso(dispatched_t - back_s)})
+    else:
+        api.post("/v1/jobs/j1/dispatch")
     return dispatched_t, api.get("/v1/jobs/j1").json()
 
 
@@ -420,6 +432,12 @@ async def test_dispatch_old_fix_gives_no_eta(server: ServerProcess, api: Api) ->
     _, job = await dispatch_after_fix(server, api, 600.0)
     assert job["eta_s"] is None
     assert job["arrival_window"] is None
+
+
+async def test_dispatch_backdated_old_fix_gives_no_eta(server: ServerProcess, api: Api) -> None:
+    # The fix is a minute older than a dispatch back-dated by three hours.
+    _, job = await dispatch_after_fix(server, api, 3 * 3600 + 60, back_s=3 * 3600)
+    assert job["eta_s"] is None
 
 
 async def test_dispatch_recent_fix_counts_from_dispatch(

@@ -128,6 +128,13 @@ def test_parse_batch_with_top_level_ping_warns() -> None:
     ]
 
 
+def test_parse_bad_pings_names_unstored_top_level() -> None:
+    frame = {"pings": None, "t": NOW - 3, "lat": 60.17, "lon": 24.94}
+    with pytest.raises(FrameError) as raised:
+        parse_frame(orjson.dumps(frame), RULES)
+    assert str(raised.value) == "pings must be a JSON array, got null; top-level t, lat, lon not stored either"
+
+
 def test_parse_fractional_seconds_kept() -> None:
     parsed = parse_frame(orjson.dumps({**GOOD, "t": NOW - 4.75}), RULES)
     assert parsed.pings[0][1].t == NOW - 4.75
