@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.ports import STARTUP_FAILURE_EXIT, PortUnavailableError, check_port_free
 from tracker.redis_server import EmbeddedRedis, RedisUnavailableError
@@ -404,6 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SettingsError as error:
         print(f"enroute: {error}", file=sys.stderr)
+        return 2
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        # redis-py's message names host and port, never the password.
+        print(f"enroute: redis is unreachable: {error} Check --redis-url or ENROUTE_REDIS_URL.", file=sys.stderr)
         return 2
     except PortUnavailableError as error:
         print(f"enroute: {error}", file=sys.stderr)

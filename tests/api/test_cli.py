@@ -200,6 +200,15 @@ def test_graph_build_debug_shows_traceback(tmp_path: Path) -> None:
     assert "RuntimeError: PBF error" in result.stderr
 
 
+def test_org_create_unreachable_redis_one_line() -> None:
+    url = f"redis://admin:S3CRETpw@127.0.0.1:{free_port()}/0"
+    result = enroute("org", "create", unique_name(), "--redis-url", url, timeout_s=EXIT_LIMIT_S)
+    assert result.returncode == 2
+    assert result.stderr.startswith("enroute: redis is unreachable: ")
+    assert result.stderr.count("\n") == 1
+    assert "S3CRETpw" not in result.stderr
+
+
 def test_org_create_twice_fails(redis_url: str) -> None:
     name = unique_name("twice")
     first = enroute("org", "create", name, "--redis-url", redis_url)
