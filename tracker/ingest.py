@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from tracker import keys
 from tracker.pings import FrameError, Ping, TimeRules, parse_frame
 from tracker.settings import Settings
 from tracker.store import PingWriter, StoreResult, StoreUnavailableError
@@ -96,12 +97,14 @@ class Ingest:
         statuses = result.statuses
         if result.retried and duplicates:
             # A lost reply hid from the observers what the first attempt
-            # stored, so they get those pings now, as history.
+            # stored, so they get those pings now: as history, except the
+            # one that the device hash shows as its latest position.
             logger.info(
-                "org %s device %s: write retried; %d duplicate pings go to the observers as history",
+                "org %s device %s: write retried; %d duplicate pings go to the observers as stored",
                 org, device_id, duplicates,
             )  # fmt: skip
             statuses = statuses.replace("d", "h")
+            statuses = await self._mark_latest(org, device_id, pings, statuses)
         if self.observers and statuses.count("d") < len(statuses):
             stored = sorted(
                 (
@@ -121,6 +124,26 @@ class Ingest:
         return self._ack(
             accepted, duplicates, rejected, result.interval_s, result.open_jobs, parsed.warnings
         )
+
+    async def _mark_latest(self, org: str, device_id: str, pings: list[Ping], statuses: str) -> str:
+        """Return ``statuses`` with "l" for the ping that is the device's latest position, if any.
+
+        After a lost reply the statuses can't tell which ping the first
+        attempt made the latest, so the device hash's fix time decides.
+        """
+        try:
+            raw = await self.writer.client.hget(keys.device(org, device_id), "t")
+        except RedisError as error:
+            logger.warning("reading the latest fix of org %s device %s failed: %s", org, device_id, error)
+            return statuses
+        if raw is None:
+            return statuses
+        latest_t = float(raw)
+        marked = list(statuses)
+        for index, ping in enumerate(pings):
+            if marked[index] == "h" and ping.t == latest_t:
+                marked[index] = "l"
+        return "".join(marked)
 
     def _ack(
         self,
