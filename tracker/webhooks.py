@@ -205,7 +205,7 @@ async def check_target(url: str) -> None:
     hosts = dict.fromkeys([httpx.URL(url).raw_host.decode("ascii"), parts.hostname or ""])
     loop = asyncio.get_running_loop()
     for host in filter(None, hosts):
-        for info in await loop.getaddrinfo(host.strip("[]"), port):
+        for info in await loop.getaddrinfo(host, port):
             address = ipaddress.ip_address(info[4][0].split("%")[0])
             reason = blocked_reason(address)
             if reason:
