@@ -369,26 +369,29 @@ async def eta_times_after_frames(
     return [t - now for t in seen]
 
 
-async def test_lifecycle_eta_refreshed_once_per_interval(
-    server: ServerProcess, api: Api, org: tuple[str, str], redis_url: str
+@pytest.mark.parametrize(
+    ("offsets_s", "expected"),
+    [
+        # Several fixes a second: one ETA a second.
+        ([0.0, 0.4, 0.8, 1.0], [0.0, 0.0, 0.0, 1.0]),
+        # A 1 Hz receiver whose fixes come a little early still gets one ETA each.
+        ([0.0, 0.95, 1.9], [0.0, 0.95, 1.9]),
+        # Fixes exactly the slack interval apart refresh despite float rounding.
+        ([0.0, 0.9, 1.8, 2.7], [0.0, 0.9, 1.8, 2.7]),
+        # An older ping never turns the ETA back.
+        ([0.0, 2.0, 1.5], [0.0, 2.0, 2.0]),
+    ],
+)
+async def test_lifecycle_eta_refresh_times(
+    server: ServerProcess,
+    api: Api,
+    org: tuple[str, str],
+    redis_url: str,
+    offsets_s: list[float],
+    expected: list[float],
 ) -> None:
-    seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 0.4, 0.8, 1.0])
-    assert seen == pytest.approx([0.0, 0.0, 0.0, 1.0], abs=1e-3)
-
-
-async def test_lifecycle_eta_jittered_fixes_each_refresh(
-    server: ServerProcess, api: Api, org: tuple[str, str], redis_url: str
-) -> None:
-    # A 1 Hz receiver whose fixes come a little early still gets one ETA each.
-    seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 0.95, 1.9])
-    assert seen == pytest.approx([0.0, 0.95, 1.9], abs=1e-3)
-
-
-async def test_lifecycle_eta_slack_interval_refreshes(
-    server: ServerProcess, api: Api, org: tuple[str, str], redis_url: str
-) -> None:
-    seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 0.9, 1.8, 2.7])
-    assert seen == pytest.approx([0.0, 0.9, 1.8, 2.7], abs=1e-3)
+    seen = await eta_times_after_frames(server, api, org[0], redis_url, offsets_s)
+    assert seen == pytest.approx(expected, abs=1e-3)
 
 
 async def test_lifecycle_eta_every_frame_with_zero_interval(
@@ -400,13 +403,6 @@ async def test_lifecycle_eta_every_frame_with_zero_interval(
         api = open_api(server.base_url, key)
         seen = await eta_times_after_frames(server, api, org, redis_url, [0.0, 0.2, 0.4])
     assert seen == pytest.approx([0.0, 0.2, 0.4], abs=1e-3)
-
-
-async def test_lifecycle_older_ping_keeps_eta(
-    server: ServerProcess, api: Api, org: tuple[str, str], redis_url: str
-) -> None:
-    seen = await eta_times_after_frames(server, api, org[0], redis_url, [0.0, 2.0, 1.5])
-    assert seen[-1] == pytest.approx(2.0, abs=1e-3)
 
 
 async def dispatch_after_fix(
