@@ -354,9 +354,9 @@ def _seconds(text: str, *, zero: bool) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > MAX_FLAG_S:
-        bound = "0" if zero else "just above 0"
+        low = "at least 0" if zero else "above 0"
         raise argparse.ArgumentTypeError(
-            f"must be a number of seconds from {bound} to {MAX_FLAG_S:.0f}, got {text!r}"
+            f"must be a number of seconds {low} and at most {MAX_FLAG_S:.0f}, got {text!r}"
         )
     return value
 

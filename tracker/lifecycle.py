@@ -226,11 +226,9 @@ class Lifecycle:
         latest = await self.client.hget(keys.device(org, job.contractor_id), "fix")
         if latest:
             ping = Ping.from_json(latest)
-            # A contractor who waits for work sends a fix every idle
-            # interval, so he is taken to be where a recent fix put him at
-            # the dispatch. An older fix gives no ETA: the next ping does.
-            # Against the clock as well: a back-dated dispatch must not
-            # take a fix from hours ago.
+            # A waiting contractor is taken to be where a recent fix put him.
+            # The age counts by the clock too, so a back-dated dispatch
+            # takes no fix from hours ago.
             age_s = max(now, time.time()) - ping.t
             if age_s <= 2 * self.settings.interval_idle_s:
                 await self._refresh_eta(org, job, ping._replace(t=max(ping.t, now)))
@@ -418,8 +416,8 @@ class Lifecycle:
             return False
         if job.eta_t is None:
             return True
-        # A microsecond of tolerance, since fix times near 1.8e9 carry
-        # rounding errors of that size.
+        # Fix times near 1.8e9 s are doubles about 2.4e-7 s apart, so a
+        # difference of exactly the interval may come out a little short.
         return ping.t - job.eta_t >= ETA_INTERVAL_SHARE * self.settings.eta_min_interval_s - 1e-6
 
     def _detection_state(

@@ -197,8 +197,8 @@ def validate_ping(raw: Any, rules: TimeRules) -> Ping:
     """
     if not isinstance(raw, dict):
         raise ValueError(f"ping must be a JSON object, got {_describe(raw)}")
-    # Every invalid field is reported, so one reply tells a device all its
-    # mistakes. The messages are joined with "; ".
+    # Every invalid field is reported, joined with "; ", so one reply lists
+    # all of a device's mistakes.
     errors: list[str] = []
     # Finite floats, the common case, skip the checks in _number.
     t = raw.get("t")
@@ -282,7 +282,7 @@ def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:
         or the batch is empty or contains more than ``MAX_BATCH_PINGS`` pings.
     """
     body = decode_frame(text)
-    warnings = []
+    warnings: list[str] = []
     if isinstance(body, dict) and "pings" in body:
         items = body["pings"]
         stray = [name for name in ("t", "lat", "lon") if name in body]

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         return f"http://{self.host}:{self.port}"
 
 
+# Longer invalid values are cut short in error messages.
+MAX_SHOWN_CHARS = 60
+
+
 class SettingsError(ValueError):
     """A flag or ``ENROUTE_*`` variable with an invalid value."""
 
@@ -114,5 +118,8 @@ def load_settings(**overrides: object) -> Settings:
             name = str(item["loc"][0]) if item["loc"] else "settings"
             source = "--" + name.replace("_", "-") if name in given else "ENROUTE_" + name.upper()
             rule = item["msg"].removeprefix("Input should ")
-            problems.append(f"{source} is invalid: the value should {rule}, got {item['input']!r}")
+            value_text = repr(item["input"])
+            if len(value_text) > MAX_SHOWN_CHARS:
+                value_text = value_text[: MAX_SHOWN_CHARS - 3] + "..."
+            problems.append(f"{source} is invalid: the value should {rule}, got {value_text}")
         raise SettingsError("; ".join(problems)) from None

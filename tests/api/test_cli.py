@@ -17,6 +17,8 @@ import pytest
 
 from support import REPO_ROOT, Api, ServerProcess, free_port, shared_dir, unique_name
 
+from tracker.settings import SettingsError, load_settings
+
 # A server that hangs instead of exiting fails the test after this long.
 EXIT_LIMIT_S = 60
 
@@ -258,10 +260,10 @@ def test_serve_flag_overrides_invalid_environment(
 @pytest.mark.parametrize(
     ("flag", "value", "rule"),
     [
-        ("--duration", "nan", "must be a number of seconds from just above 0 to 2592000, got 'nan'"),
-        ("--service-s", "1e300", "must be a number of seconds from 0 to 2592000, got '1e300'"),
+        ("--duration", "nan", "must be a number of seconds above 0 and at most 2592000, got 'nan'"),
+        ("--service-s", "1e300", "must be a number of seconds at least 0 and at most 2592000, got '1e300'"),
         ("--contractors", "-1", "must be a whole number of at least 1, got '-1'"),
-        ("--interval", "0", "must be a number of seconds from just above 0 to 2592000, got '0'"),
+        ("--interval", "0", "must be a number of seconds above 0 and at most 2592000, got '0'"),
     ],
 )
 def test_demo_invalid_flag_one_line(flag: str, value: str, rule: str) -> None:
@@ -431,3 +433,11 @@ def test_simulate_invalid_gpx(tmp_path: Path) -> None:
     result = simulate(url, "ek_any", "--gpx", str(missing))
     assert result.returncode == 1
     assert last_line(result) == f"enroute: GPX file not found: {missing}; check the --gpx path"
+
+
+def test_load_settings_long_value_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENROUTE_SHARE_TTL_S", "x" * 5000)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value).startswith("ENROUTE_SHARE_TTL_S is invalid")
+    assert len(str(raised.value)) < 200
