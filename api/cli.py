@@ -17,7 +17,7 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.ports import STARTUP_FAILURE_EXIT, PortUnavailableError, check_port_free
+from api.ports import STARTUP_FAILURE_EXIT, PortUnavailableError, check_port_free, setting_source
 from tracker.redis_server import EmbeddedRedis, RedisUnavailableError
 from tracker.settings import Settings, SettingsError, load_settings
 
@@ -103,7 +103,10 @@ def run_server(settings: Settings, redis_url: str) -> None:
 
 def command_serve(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
-    check_port_free(settings.host, settings.port)
+    check_port_free(
+        settings.host, settings.port,
+        host_source=setting_source(args, "host"), port_source=setting_source(args, "port"),
+    )  # fmt: skip
     with redis_for(settings) as url:
         run_server(settings, url)
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from api.cli import redis_for
-from api.ports import check_port_free
+from api.ports import check_port_free, setting_source
 from tracker.redis_server import die_with_parent
 from tracker.settings import Settings
 
@@ -106,7 +106,10 @@ def run_demo(
     port = settings.port or _free_port(settings.host)
     # The demo finds its server by polling the port, so a server of another
     # process on that port would pass the health check in its place.
-    check_port_free(settings.host, port)
+    check_port_free(
+        settings.host, port,
+        host_source=setting_source(args, "host"), port_source=setting_source(args, "port"),
+    )  # fmt: skip
     print("loading the road graph ...", flush=True)
     graph = load_graph(settings.graph, cache_dir=settings.graph_cache_dir, progress=True)
     with redis_for(settings) as redis_url:

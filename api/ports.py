@@ -7,7 +7,9 @@ its exception class that ``main`` does not catch.
 
 from __future__ import annotations
 
+import argparse
 import errno
+import os
 import socket
 
 # The exit status of a server that cannot listen on its address, the same
@@ -19,13 +21,22 @@ class PortUnavailableError(RuntimeError):
     """The HTTP address is in use or cannot be bound."""
 
 
-def check_port_free(host: str, port: int) -> None:
+def setting_source(args: argparse.Namespace, name: str) -> str:
+    """Return the flag or the ENROUTE_ variable that set a server setting, for messages."""
+    variable = f"ENROUTE_{name.upper()}"
+    if getattr(args, name, None) is None and variable in os.environ:
+        return variable
+    return f"--{name}"
+
+
+def check_port_free(host: str, port: int, *, host_source: str = "--host", port_source: str = "--port") -> None:
     """Raise :class:`PortUnavailableError` if a server could not listen on ``host:port``.
 
     This runs before the embedded Redis and the road graph start, so a
     busy port fails the command at once. Another process can still take
     the port before uvicorn binds it, and uvicorn then exits with the same
-    status.
+    status. The messages name ``host_source`` and ``port_source``, the flag
+    or variable that set each.
     """
     if port == 0:
         return
@@ -33,7 +44,8 @@ def check_port_free(host: str, port: int) -> None:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
         raise PortUnavailableError(
-            f"cannot resolve --host {host!r}: {error.strerror}. Pass an IP address or a name that resolves"
+            f"cannot resolve {host_source} {host!r}: {error.strerror}. "
+            f"Set {host_source} to an IP address or a name that resolves"
         ) from None
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
@@ -48,8 +60,9 @@ def check_port_free(host: str, port: int) -> None:
                 if error.errno == errno.EADDRINUSE:
                     raise PortUnavailableError(
                         f"cannot listen on {host}:{port}: address already in use. Stop the "
-                        "process that listens there, or choose another --port"
+                        f"process that listens there, or choose another {port_source}"
                     ) from None
                 raise PortUnavailableError(
-                    f"cannot listen on {host}:{port}: {error.strerror}. Choose another --host or --port"
+                    f"cannot listen on {host}:{port}: {error.strerror}. "
+                    f"Choose another {host_source} or {port_source}"
                 ) from None

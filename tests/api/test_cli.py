@@ -290,13 +290,36 @@ def test_serve_busy_port_exits(tmp_path: Path) -> None:
     assert_redis_stopped(tmp_path / "data")
 
 
+@pytest.mark.parametrize(
+    ("flags", "env", "named"),
+    [
+        (["--host", "999.1.1.1"], {}, "cannot resolve --host '999.1.1.1'"),
+        ([], {"ENROUTE_HOST": "999.1.1.1"}, "cannot resolve ENROUTE_HOST '999.1.1.1'"),
+    ],
+)
+def test_serve_unresolvable_host_names_source(
+    tmp_path: Path, flags: list[str], env: dict[str, str], named: str
+) -> None:
+    result = enroute("serve", *flags, "--data-dir", str(tmp_path / "data"), timeout_s=EXIT_LIMIT_S, **env)
+    assert result.returncode == 3
+    assert named in result.stderr
+
+
+def test_serve_busy_port_from_variable_named(tmp_path: Path) -> None:
+    with busy_port() as port:
+        result = enroute(
+            "serve", "--data-dir", str(tmp_path / "data"), timeout_s=EXIT_LIMIT_S, ENROUTE_PORT=str(port)
+        )
+    assert "or choose another ENROUTE_PORT" in result.stderr
+
+
 def test_serve_lost_bind_race_exits(tmp_path: Path, graph_cache_dir: Path) -> None:
     # Another process can take the port after the check and before uvicorn
     # binds it. uvicorn then fails to bind after the app started its services.
     script = (
         "import sys\n"
         "import api.cli\n"
-        "api.cli.check_port_free = lambda host, port: None\n"
+        "api.cli.check_port_free = lambda *args, **kwargs: None\n"
         "sys.exit(api.cli.main(sys.argv[1:]))\n"
     )
     data_dir = tmp_path / "data"
