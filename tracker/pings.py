@@ -116,7 +116,16 @@ class TimeRules:
 MAX_ECHOED_CHARS = 40
 
 
+class _OutOfRange(str):
+    """The text of a JSON number that no double holds, kept for the rejection message."""
+
+
 def _describe(value: Any) -> str:
+    if isinstance(value, _OutOfRange):
+        if "." in value or "e" in value or "E" in value:
+            echoed = value if len(value) <= MAX_ECHOED_CHARS else f"{value[:MAX_ECHOED_CHARS]}..."
+            return f"{echoed}, which is beyond the range of a double"
+        return f"an integer of {len(value.lstrip('-'))} digits"
     if isinstance(value, str):
         if len(value) > MAX_ECHOED_CHARS:
             return f"{value[:MAX_ECHOED_CHARS]!r}... (a string of {len(value)} characters)"
@@ -260,16 +269,21 @@ def decode_frame(text: str | bytes) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as fast_error:
         try:
-            return json.loads(text, parse_int=_parse_int)
+            return json.loads(text, parse_int=_parse_int, parse_float=_parse_float)
         except (ValueError, RecursionError):
             raise FrameError(f"invalid JSON: {fast_error}") from None
 
 
-def _parse_int(text: str) -> int | float:
+def _parse_int(text: str) -> int | _OutOfRange:
     # Python refuses to convert integers longer than its limit, 4,300 digits
-    # by default (0 means none), while float() turns them into infinity.
+    # by default (0 means none); the message needs only their length.
     limit = sys.get_int_max_str_digits()
-    return float(text) if limit and len(text.lstrip("-")) > limit else int(text)
+    return _OutOfRange(text) if limit and len(text.lstrip("-")) > limit else int(text)
+
+
+def _parse_float(text: str) -> float | _OutOfRange:
+    number = float(text)
+    return number if isfinite(number) else _OutOfRange(text)
 
 
 def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:

@@ -71,6 +71,21 @@ def test_parse_huge_integer_rejected() -> None:
     assert parsed.rejected[0].error == "lat must be a finite number, got an integer of 401 digits"
 
 
+@pytest.mark.parametrize(
+    ("field", "number", "described"),
+    [
+        ("t", "9" * 5000, "an integer of 5000 digits"),
+        ("lat", "-1e400", "-1e400, which is beyond the range of a double"),
+        ("lon", "2." + "5" * 100 + "e999", "2." + "5" * 38 + "..., which is beyond the range of a double"),
+    ],
+)
+def test_parse_out_of_range_number_named(field: str, number: str, described: str) -> None:
+    raw = {"t": str(NOW), "lat": "60.1", "lon": "24.9", field: number}
+    frame = "{" + ", ".join(f'"{name}": {value}' for name, value in raw.items()) + "}"
+    parsed = parse_frame(frame, RULES)
+    assert parsed.rejected[0].error == f"{field} must be a finite number, got {described}"
+
+
 def test_parse_long_string_echo_truncated() -> None:
     parsed = parse_frame(orjson.dumps({**GOOD, "lat": "x" * 500_000}), RULES)
     assert len(parsed.rejected[0].error) < 200
