@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import isfinite
 from typing import Any, NamedTuple
@@ -286,8 +287,8 @@ def _parse_float(text: str) -> float | _OutOfRange:
     return number if isfinite(number) else _OutOfRange(text)
 
 
-def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:
-    """Split a frame into valid pings and per-ping rejections.
+def split_frame(text: str | bytes) -> tuple[list[Any], list[str]]:
+    """Return a frame's ping items, not yet validated, and its warnings.
 
     Raises
     ------
@@ -316,19 +317,37 @@ def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:
                 f"pings must contain at most {MAX_BATCH_PINGS} pings, got "
                 f"{len(items)}; split the batch"
             )
-    elif isinstance(body, dict) and not body.keys().isdisjoint(("t", "lat", "lon")):
-        items = [body]
-    else:
-        raise FrameError(
-            'frame must be a ping object or {"pings": [...]}, got '
-            f"{_describe(body)}"
-        )
+        return items, warnings
+    if isinstance(body, dict) and not body.keys().isdisjoint(("t", "lat", "lon")):
+        return [body], warnings
+    raise FrameError(
+        'frame must be a ping object or {"pings": [...]}, got '
+        f"{_describe(body)}"
+    )
 
+
+def validate_items(
+    items: Sequence[Any], rules: TimeRules, first_index: int = 0
+) -> tuple[list[tuple[int, Ping]], list[Rejection]]:
+    """Validate ping items numbered from ``first_index``; return the valid pings and the rejections."""
     pings: list[tuple[int, Ping]] = []
     rejected: list[Rejection] = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(items, first_index):
         try:
             pings.append((index, validate_ping(item, rules)))
         except ValueError as error:
             rejected.append(Rejection(index, str(error)))
+    return pings, rejected
+
+
+def parse_frame(text: str | bytes, rules: TimeRules) -> ParsedFrame:
+    """Split a frame into valid pings and per-ping rejections.
+
+    Raises
+    ------
+    FrameError
+        As :func:`split_frame` does.
+    """
+    items, warnings = split_frame(text)
+    pings, rejected = validate_items(items, rules)
     return ParsedFrame(pings, rejected, warnings)

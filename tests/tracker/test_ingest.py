@@ -147,3 +147,68 @@ def test_transient_reply_detected(reply: Exception) -> None:
 )  # fmt: skip
 def test_other_reply_not_transient(reply: object) -> None:
     assert not is_transient_reply(reply)
+
+
+@contextlib.asynccontextmanager
+async def chunked_ingest(redis_url: str):  # type: ignore[no-untyped-def]
+    client = connect(redis_url)
+    writer = PingWriter(client)
+    try:
+        yield client, Ingest(writer, load_settings(redis_url=redis_url))
+    finally:
+        await writer.aclose()
+        await client.aclose()
+
+
+def reversed_batch(count: int, bad: set[int]) -> bytes:
+    """A frame of ``count`` pings, newest first, with lat 91 at the ``bad`` indexes."""
+    now = time.time()
+    pings = [
+        {"t": now - index, "lat": 91.0 if index in bad else 60.17, "lon": 24.94}
+        for index in range(count)
+    ]
+    return orjson.dumps({"pings": pings})
+
+
+async def test_ingest_large_frame_ack_counts_every_chunk(redis_url: str) -> None:
+    async with chunked_ingest(redis_url) as (_, ingest):
+        org = f"ingest-{uuid.uuid4().hex[:8]}"
+        reply = await ingest.handle_frame(org, "c1", reversed_batch(2500, {0, 1500, 2499}))
+    assert (reply["accepted"], [r["index"] for r in reply["rejected"]]) == (2497, [0, 1500, 2499])
+
+
+async def test_ingest_large_frame_reaches_observers_in_fix_order(redis_url: str) -> None:
+    seen: list[float] = []
+
+    async def observe(org: str, device: str, stored: list[tuple[Ping, str]], result: StoreResult) -> None:
+        seen.extend(ping.t for ping, _ in stored)
+
+    async with chunked_ingest(redis_url) as (_, ingest):
+        ingest.observers.append(observe)
+        await ingest.handle_frame(f"ingest-{uuid.uuid4().hex[:8]}", "c1", reversed_batch(2500, set()))
+    assert seen == sorted(seen)
+
+
+async def test_ingest_large_frame_stores_newest_as_latest(redis_url: str) -> None:
+    frame = reversed_batch(2500, set())
+    newest_t = orjson.loads(frame)["pings"][0]["t"]
+    async with chunked_ingest(redis_url) as (client, ingest):
+        org = f"ingest-{uuid.uuid4().hex[:8]}"
+        await ingest.handle_frame(org, "c1", frame)
+        latest_t = float(await client.hget(keys.device(org, "c1"), "t"))
+    assert latest_t == newest_t
+
+
+async def test_ingest_large_frame_lets_other_work_run_before_writing(redis_url: str) -> None:
+    order: list[str] = []
+    async with chunked_ingest(redis_url) as (_, ingest):
+        write = ingest.writer.write
+
+        async def recorded_write(org: str, device: str, pings: list[Ping]) -> StoreResult:
+            order.append(f"write {len(pings)}")
+            return await write(org, device, pings)
+
+        ingest.writer.write = recorded_write  # type: ignore[method-assign]
+        asyncio.get_running_loop().call_soon(order.append, "other")
+        await ingest.handle_frame(f"ingest-{uuid.uuid4().hex[:8]}", "c1", reversed_batch(2500, set()))
+    assert order == ["other", "write 1000", "write 1000", "write 500"]
