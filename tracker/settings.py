@@ -34,7 +34,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+import re
+from typing import Any
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Map tiles for the web pages; the pages draw the graph's streets when these fail.
@@ -81,6 +84,26 @@ class Settings(BaseSettings):
     interval_moving_s: float = Field(default=10.0, gt=0)
     interval_idle_s: float = Field(default=60.0, gt=0)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Reject numbers written with underscores or rounding to 0 from a nonzero value, which float() accepts."""
+        if not isinstance(value, str) or info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if annotation not in (int, float):
+            return value
+        if "_" in value:
+            raise ValueError("be a number without underscores")
+        if annotation is float and _NONZERO_DIGIT.search(value.split("e")[0].split("E")[0]):
+            try:
+                rounds_to_zero = float(value) == 0.0
+            except ValueError:
+                return value  # pydantic reports it as not a number
+            if rounds_to_zero:
+                raise ValueError("be 0 or a number that does not round to 0")
+        return value
+
     @property
     def history_s(self) -> float:
         """Ping history retention in seconds."""
@@ -92,6 +115,8 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
 
+
+_NONZERO_DIGIT = re.compile(r"[1-9]")
 
 # Longer invalid values are cut short in error messages.
 MAX_SHOWN_CHARS = 60
@@ -117,7 +142,7 @@ def load_settings(**overrides: object) -> Settings:
         for item in error.errors():
             name = str(item["loc"][0]) if item["loc"] else "settings"
             source = "--" + name.replace("_", "-") if name in given else "ENROUTE_" + name.upper()
-            rule = item["msg"].removeprefix("Input should ")
+            rule = item["msg"].removeprefix("Input should ").removeprefix("Value error, ")
             value_text = repr(item["input"])
             if len(value_text) > MAX_SHOWN_CHARS:
                 value_text = value_text[: MAX_SHOWN_CHARS - 3] + "..."

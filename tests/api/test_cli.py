@@ -464,3 +464,26 @@ def test_load_settings_long_value_cut(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
     assert str(raised.value).startswith("ENROUTE_SHARE_TTL_S is invalid")
     assert len(str(raised.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule"),
+    [
+        ("ENROUTE_PORT", "8_000", "be a number without underscores"),
+        ("ENROUTE_ETA_MIN_INTERVAL_S", "1_0", "be a number without underscores"),
+        ("ENROUTE_ETA_MIN_INTERVAL_S", "1e-400", "be 0 or a number that does not round to 0"),
+    ],
+)
+def test_load_settings_surprising_number_rejected(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, rule: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value) == f"{variable} is invalid: the value should {rule}, got {value!r}"
+
+
+@pytest.mark.parametrize("value", ["0", "0.0", "0e5", "2.5", "1e-3"])
+def test_load_settings_plain_number_accepted(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("ENROUTE_ETA_MIN_INTERVAL_S", value)
+    assert load_settings().eta_min_interval_s == float(value)
