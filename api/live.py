@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import (
+    CLOSE_TRY_AGAIN,
     STORAGE_ERRORS,
     bearer_token,
     close_unavailable,
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 CLOSE_POLICY = 1008
+CLOSE_RESTART = 1012
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_EXPIRED = 4410
@@ -160,17 +162,22 @@ async def _serve_viewer(
     hub: LiveHub,
     viewer: Viewer,
     expires_at: float | None,
-    first_message: bytes | None = None,
     stall_s: float = STALL_TIMEOUT_S,
 ) -> None:
     """Run a viewer until the client leaves, stalls or its link expires.
 
-    The viewer is subscribed before ``first_message`` (a snapshot) is sent,
-    so no update published after the snapshot can be missed.
+    A customer's viewer reads its view only once subscribed and sends it
+    first, so no update published after that read can be missed.
     """
     await hub.add(viewer)
-    if first_message is not None:
-        await websocket.send_text(first_message.decode())
+    if isinstance(viewer, tracking.TrackViewer):
+        try:
+            await viewer.reload()
+        except BaseException:
+            hub.remove(viewer)
+            raise
+        for message in viewer.mailbox.take():
+            await websocket.send_text(message.decode())
     sender = asyncio.create_task(viewer.run())
     receiver = asyncio.create_task(_drain(websocket))
     watchdog = asyncio.create_task(viewer.watch(stall_s))
@@ -239,13 +246,24 @@ async def track_stream(websocket: WebSocket, token: str) -> None:
         await websocket.close(CLOSE_NOT_FOUND, "tracking link not found")
         return
     await websocket.accept()
-    viewer = tracking.TrackViewer(share.org, view, _text_sender(websocket))
+
+    async def load() -> tracking.TrackView:
+        _, fresh = await _track_view(websocket, token)
+        return fresh
+
+    viewer = tracking.TrackViewer(share.org, view, _text_sender(websocket), load)
     logger.info("customer viewer connected: org %s job %s", share.org, share.job_id)
-    snapshot = orjson.dumps(view.update(route_changes_only=True))
-    await _serve_viewer(
-        websocket, runtime.services["hub"], viewer, share.expires_at, snapshot,
-        runtime.settings.viewer_stall_s,
-    )  # fmt: skip
+    try:
+        await _serve_viewer(
+            websocket, runtime.services["hub"], viewer, share.expires_at, runtime.settings.viewer_stall_s
+        )
+    except tracking.ShareExpiredError:
+        await _close(websocket, CLOSE_EXPIRED, "tracking link expired")
+    except (tracking.ShareNotFoundError, JobNotFoundError):
+        await _close(websocket, CLOSE_NOT_FOUND, "tracking link not found")
+    except STORAGE_ERRORS as error:
+        logger.warning("customer viewer of org %s job %s: reading the view failed: %s", share.org, share.job_id, error)
+        await _close(websocket, CLOSE_TRY_AGAIN, "storage unavailable, try again later")
     logger.info("customer viewer disconnected: org %s job %s", share.org, share.job_id)
 
 
@@ -262,7 +280,12 @@ async def fleet_stream(websocket: WebSocket) -> None:
     if org is None:
         await websocket.close(CLOSE_UNAUTHORIZED, "invalid API key")
         return
-    viewer = FleetViewer(org, _text_sender(websocket))
+
+    async def restart() -> None:
+        # The page reloads the fleet and the jobs when it reconnects.
+        await _close(websocket, CLOSE_RESTART, "live feed restarted; reconnect to reload")
+
+    viewer = FleetViewer(org, _text_sender(websocket), restart)
     logger.info("dispatcher viewer connected: org %s", org)
     await _serve_viewer(
         websocket, runtime.services["hub"], viewer, None, stall_s=runtime.settings.viewer_stall_s

@@ -13,7 +13,10 @@ task sends when its socket accepts. A viewer that makes no progress for
 ``STALL_TIMEOUT_S`` seconds is disconnected.
 
 When the pub/sub connection fails (a Redis restart), the hub reconnects
-with backoff and subscribes again; viewers stay connected.
+with backoff and subscribes again; viewers stay connected. Messages
+published in between are lost, so once Redis confirms the new
+subscription, each viewer of the organisation resyncs (see
+:meth:`Viewer.resync`).
 """
 
 from __future__ import annotations
@@ -111,6 +114,14 @@ class Viewer:
         """Take one live message, decoded and as its JSON bytes."""
         raise NotImplementedError
 
+    async def resync(self) -> None:
+        """Catch up after messages were lost; the hub calls this once subscribed again.
+
+        Subclasses read their state again. This default only logs, for
+        viewers without state of their own.
+        """
+        logger.info("viewer of org %s may have missed live messages", self.org)
+
     async def run(self) -> None:
         """Send mailbox contents until cancelled; :meth:`watch` detects stalls."""
         loop = asyncio.get_running_loop()
@@ -144,6 +155,20 @@ class FleetViewer(Viewer):
 
     routes = frozenset({ALL_MESSAGES})
 
+    def __init__(
+        self, org: str, send: SendFunction, restart: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        super().__init__(org, send)
+        self.restart = restart
+
+    async def resync(self) -> None:
+        """Close the connection through ``restart``: the client reconnects and reloads the fleet."""
+        if self.restart is None:
+            await super().resync()
+            return
+        logger.info("closing dispatcher viewer of org %s: live messages may have been lost", self.org)
+        await self.restart()
+
     def offer(self, message: dict[str, Any], raw: bytes) -> None:
         kind = message.get("type")
         if kind == "position":
@@ -167,6 +192,12 @@ class LiveHub:
         self._changed = asyncio.Event()
         self._delay_s = RECONNECT_FIRST_S
         self.messages_received = 0
+        # Channels whose subscription Redis has confirmed on the current
+        # connection, and organisations whose viewers resync at the next
+        # confirmation because messages may have been lost.
+        self._confirmed: set[bytes] = set()
+        self._resync_orgs: set[str] = set()
+        self._resyncs: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -174,6 +205,8 @@ class LiveHub:
     async def stop(self) -> None:
         if self._task is not None:
             await cancel_and_wait(self._task)
+        for task in list(self._resyncs):
+            await cancel_and_wait(task)
         if self._pubsub is not None:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._pubsub.aclose()
@@ -186,7 +219,9 @@ class LiveHub:
             routes.setdefault(route, set()).add(viewer)
         if first:
             self._changed.set()
-            await self._wait_subscribed(viewer.org)
+        if not await self._wait_subscribed(viewer.org):
+            # Messages may be lost until the subscription is confirmed.
+            self._resync_orgs.add(viewer.org)
 
     def remove(self, viewer: Viewer) -> None:
         """Unregister a viewer; the subscription ends with the last one."""
@@ -203,15 +238,20 @@ class LiveHub:
             del self._viewers[viewer.org]
             self._changed.set()
 
-    async def _wait_subscribed(self, org: str, timeout_s: float = 5.0) -> None:
-        # Updates published before the subscription is active would be
-        # missed, so a new viewer waits for it (or gives up after a while).
+    async def _wait_subscribed(self, org: str, timeout_s: float = 5.0) -> bool:
+        """Return whether Redis confirmed the organisation's subscription within ``timeout_s``.
+
+        A viewer reads its first state only after this, so that nothing
+        published after that read can be missed.
+        """
         channel = keys.live_channel(org).encode()
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while asyncio.get_running_loop().time() < deadline:
-            if self._pubsub is not None and channel in self._pubsub.channels:
-                return
-            await asyncio.sleep(0.02)
+        while channel not in self._confirmed:
+            if asyncio.get_running_loop().time() >= deadline:
+                logger.warning("live subscription of org %s not confirmed within %.0f s", org, timeout_s)
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def _run(self) -> None:
         self._delay_s = RECONNECT_FIRST_S
@@ -226,6 +266,8 @@ class LiveHub:
             except Exception:
                 logger.exception("live pub/sub listener failed; restarting in %.1f s", delay_s)
             self._pubsub = None
+            self._confirmed.clear()
+            self._resync_orgs.update(self._viewers)
             await asyncio.sleep(delay_s)
             self._delay_s = min(delay_s * 2, RECONNECT_MAX_S)
 
@@ -247,22 +289,53 @@ class LiveHub:
                     if wanted - subscribed:
                         await pubsub.subscribe(*(wanted - subscribed))
                     if subscribed - wanted:
+                        # Not confirmed from now on, so that a viewer who
+                        # comes back meanwhile waits for the new subscription.
+                        self._confirmed.difference_update(channel.encode() for channel in subscribed - wanted)
                         await pubsub.unsubscribe(*(subscribed - wanted))
                     subscribed = wanted
                 if not subscribed:
                     await self._changed.wait()
                     continue
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                if message is not None and message["type"] == "message":
+                message = await pubsub.get_message(timeout=0.5)
+                if message is None:
+                    continue
+                if message["type"] == "message":
                     self._dispatch(message["channel"], message["data"])
+                elif message["type"] == "subscribe":
+                    self._on_subscribed(message["channel"])
+                elif message["type"] == "unsubscribe":
+                    self._confirmed.discard(message["channel"])
         finally:
             self._pubsub = None
+            self._confirmed.clear()
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await pubsub.aclose()
 
+    def _on_subscribed(self, channel: bytes) -> None:
+        self._confirmed.add(channel)
+        org = _channel_org(channel)
+        if org not in self._resync_orgs:
+            return
+        self._resync_orgs.discard(org)
+        viewers = {viewer for group in self._viewers.get(org, {}).values() for viewer in group}
+        if viewers:
+            logger.info("live subscription of org %s restored; resyncing %d viewers", org, len(viewers))
+        for viewer in viewers:
+            task = asyncio.get_running_loop().create_task(self._resync(viewer))
+            self._resyncs.add(task)
+            task.add_done_callback(self._resyncs.discard)
+
+    @staticmethod
+    async def _resync(viewer: Viewer) -> None:
+        try:
+            await viewer.resync()
+        except Exception:
+            logger.exception("resyncing a viewer of org %s failed", viewer.org)
+
     def _dispatch(self, channel: bytes, payload: bytes) -> None:
         self.messages_received += 1
-        org = channel.decode()[1:].split("}", 1)[0]
+        org = _channel_org(channel)
         routes = self._viewers.get(org)
         if not routes:
             return
@@ -291,3 +364,8 @@ class LiveHub:
                 viewer.offer(message, raw)
             except Exception:
                 logger.exception("viewer of org %s failed to take a message", org)
+
+
+def _channel_org(channel: bytes) -> str:
+    """Return the organisation of a live channel name, ``{org}:live``."""
+    return channel.decode()[1:].split("}", 1)[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +155,7 @@ class TrackView:
         self.position_shown = False
         # The route the viewer last received. Routes are long and change
         # every few seconds at most, so updates repeat them only on change.
-        self._route_sent: list[list[float]] | None = None
+        self.route_sent: list[list[float]] | None = None
 
     def site_distance_m(self) -> float | None:
         if self.fix is None:
@@ -213,27 +214,65 @@ class TrackView:
             }
             self.position_shown = True
             if job.status is JobStatus.EN_ROUTE and self.route:
-                if not route_changes_only or self.route is not self._route_sent:
+                if not route_changes_only or self.route is not self.route_sent:
                     body["route"] = self.route
-                    self._route_sent = self.route
+                    self.route_sent = self.route
                 return body
             return body
         # Hidden now, so the viewer drops its route; it is sent again when
         # the contractor shows up again.
         self.position_shown = False
-        self._route_sent = None
+        self.route_sent = None
         return body
 
 
 class TrackViewer(Viewer):
-    """A customer's live connection to one job."""
+    """A customer's live connection to one job.
 
-    def __init__(self, org: str, view: TrackView, send: Any) -> None:
+    ``load`` reads the customer's view afresh. The viewer reads it once
+    subscribed, and again in :meth:`resync`, and defers the messages
+    that arrive during a read: they are applied to the fresh view, in
+    order, so none is lost and none is undone by the read.
+    """
+
+    def __init__(
+        self,
+        org: str,
+        view: TrackView,
+        send: Any,
+        load: Callable[[], Awaitable[TrackView]] | None = None,
+    ) -> None:
         super().__init__(org, send, self.render)
         self.view = view
+        self.load = load
         self.routes = frozenset({"c:" + view.job.contractor_id, "j:" + view.job.id, PRIVACY_ROUTE})
+        self._deferred: list[tuple[dict[str, Any], bytes]] | None = None
+
+    async def reload(self) -> None:
+        """Replace the view with a fresh read, then apply the messages deferred during it."""
+        if self.load is None:
+            return
+        self._deferred = []
+        try:
+            fresh = await self.load()
+            if fresh.route == self.view.route:
+                # The client keeps the route it has, unless it changed.
+                fresh.route = self.view.route
+                fresh.route_sent = self.view.route_sent
+            self.view = fresh
+        finally:
+            deferred, self._deferred = self._deferred, None
+            for message, raw in deferred:
+                self.offer(message, raw)
+        self.mailbox.put_view()
+
+    async def resync(self) -> None:
+        await self.reload()
 
     def offer(self, message: dict[str, Any], raw: bytes) -> None:
+        if self._deferred is not None:
+            self._deferred.append((message, raw))
+            return
         view = self.view
         kind = message.get("type")
         if kind == "position":

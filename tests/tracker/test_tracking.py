@@ -191,3 +191,47 @@ async def test_load_privacy_reads_inf_as_unset(redis_url: str) -> None:
         await client.aclose()
     assert privacy.reveal_within_m is None
     assert privacy.reveal_within_s == 60.0
+
+
+CANCEL_EVENT = {"type": "job.cancelled", "job_id": "j1", "t": 1.0, "status": "cancelled", "flags": []}
+
+
+async def test_viewer_reload_applies_event_held_during_read() -> None:
+    # The event is published after the read, while the read is in flight.
+    viewer = TrackViewer("o1", en_route_view(), never_sends)
+
+    async def load() -> TrackView:
+        viewer.offer({"type": "event", "event": CANCEL_EVENT}, b"")
+        return en_route_view()
+
+    viewer.load = load
+    await viewer.reload()
+    assert orjson.loads(viewer.mailbox.take()[-1])["status"] == "cancelled"
+
+
+async def test_viewer_reload_hides_position_sent_before_cancel() -> None:
+    # The read already sees the cancel; a position from before it follows.
+    viewer = TrackViewer("o1", en_route_view(), never_sends)
+    cancelled = en_route_view()
+    cancelled.job.status = JobStatus.CANCELLED
+    fix = {"lat": 60.174, "lon": 24.941, "t": time.time(), "acc": 5.0}
+
+    async def load() -> TrackView:
+        viewer.offer({"type": "position", "contractor_id": "c1", "fix": fix}, b"")
+        return cancelled
+
+    viewer.load = load
+    await viewer.reload()
+    assert orjson.loads(viewer.mailbox.take()[-1])["position"] is None
+
+
+async def test_viewer_reload_keeps_sent_route() -> None:
+    viewer = TrackViewer("o1", en_route_view(), never_sends)
+    viewer.render()
+
+    async def load() -> TrackView:
+        return en_route_view()
+
+    viewer.load = load
+    await viewer.reload()
+    assert "route" not in orjson.loads(viewer.mailbox.take()[-1])
