@@ -136,6 +136,8 @@ class Job:
     created_t: float = 0.0
     #: When the job last went en route (Unix seconds), if it has.
     en_route_t: float | None = None
+    #: When the contractor arrived on the current visit (Unix seconds), if he has.
+    arrived_t: float | None = None
 
     @property
     def window(self) -> Visit:
@@ -224,6 +226,8 @@ def job_from_hash(raw: dict[bytes, bytes], *, with_route: bool = False) -> Job:
         job.route = orjson.loads(raw[b"route"])
     if raw.get(b"en_route_t"):
         job.en_route_t = float(raw[b"en_route_t"])
+    if raw.get(b"arrived_t"):
+        job.arrived_t = float(raw[b"arrived_t"])
     return job
 
 

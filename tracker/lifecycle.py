@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 # Fixes less accurate than this are stored but drive neither geofences nor ETAs.
 MAX_USEFUL_ACCURACY_M = 200.0
+#: Job hash fields of one trip to the site, emptied when the next trip
+#: starts, so that a new visit shows none of the last one's ETA or window.
+TRIP_CLEARED = {"eta_s": "", "eta_t": "", "awin": "", "smoother": "", "route": "", "arrived_t": ""}
 # A ping refreshes an ETA once this share of the minimum interval has passed.
 ETA_INTERVAL_SHARE = 0.9
 # Fences kept per process; the cache starts over when it is full.
@@ -217,12 +220,15 @@ class Lifecycle:
         if job.status is not JobStatus.SCHEDULED:
             raise InvalidTransitionError(job.id, job.status.value, JobStatus.EN_ROUTE.value)
         now = at_t if at_t is not None else time.time()
-        fields = {"det": DetectionState().to_dict(), "det_t": "", "en_route_t": repr(now)}
+        fields = {"det": DetectionState().to_dict(), "det_t": "", "en_route_t": repr(now), **TRIP_CLEARED}
         moved = await self.jobs.transition(
             org, job, JobStatus.EN_ROUTE, Event("job.en_route", now, "dispatch"), fields=fields
         )
         if not moved:
             raise InvalidTransitionError(job.id, (await self.jobs.get(org, job.id)).status.value, "en_route")
+        # The predictions of an earlier visit must not calibrate this trip.
+        await self.client.delete(keys.job(org, job.id) + ":pred")
+        job.eta_s = job.eta_t = job.arrival_window = job.route = job.arrived_t = None
         latest = await self.client.hget(keys.device(org, job.contractor_id), "fix")
         if latest:
             ping = Ping.from_json(latest)
@@ -498,13 +504,16 @@ class Lifecycle:
             )
             return
         detail = {"visit": job.visit}
-        fields = {"visit": str(job.visit + 1), "det": orjson.dumps(DetectionState().to_dict())}
+        fields = {
+            "visit": str(job.visit + 1), "det": orjson.dumps(DetectionState().to_dict()), **TRIP_CLEARED
+        }
         if await self.jobs.transition(
             org, job, JobStatus.SCHEDULED,
             Event("job.completed", event.t, "geofence", summary, detail), fields=fields,
             flags=[],
         ):
             job.visit += 1
+            job.eta_s = job.eta_t = job.arrival_window = job.route = job.arrived_t = None
 
     async def _refresh_eta(self, org: str, job: Job, ping: Ping) -> None:
         """Refresh one job's ETA now, outside a batch (after a dispatch)."""

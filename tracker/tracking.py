@@ -206,6 +206,11 @@ class TrackView:
             "window": job.window.to_json(),
             "eta_s": job.eta_s if job.status is JobStatus.EN_ROUTE else None,
             "arrival_window": window_json(job.arrival_window) if job.status is JobStatus.EN_ROUTE else None,
+            "arrived_at": (
+                iso(job.arrived_t)
+                if job.arrived_t is not None and job.status in (JobStatus.ARRIVED, JobStatus.COMPLETED)
+                else None
+            ),
             "position": None,
         }
         if visible and self.fix is not None:
@@ -295,8 +300,14 @@ class TrackViewer(Viewer):
                 return
             view.job.status = JobStatus(event["status"])
             view.job.flags = event["flags"]
+            if event.get("type") == "job.en_route" or view.job.status is JobStatus.SCHEDULED:
+                # A new trip (the next visit) shows nothing of the last one.
+                view.job.eta_s = view.job.arrival_window = view.job.arrived_t = None
+                view.route = None
             if event.get("type") == "job.en_route":
                 view.job.en_route_t = event["t"]
+            elif event.get("type") == "job.arrived":
+                view.job.arrived_t = event["t"]
             self.mailbox.put_event(orjson.dumps({"type": "event", "event": customer_event(event)}))
         elif kind == "privacy":
             view.privacy = Privacy(message.get("reveal_within_s"), message.get("reveal_within_m"))

@@ -577,3 +577,19 @@ async def test_completed_job_gets_no_stale_cleared(server: ServerProcess, api: A
         await device.send({"pings": visit[20:]})  # work and depart
     kinds = [event["type"] for event in events_of(api, "j1")]
     assert kinds[-1] == "job.completed", kinds
+
+
+async def test_next_visit_shows_no_old_eta(server: ServerProcess, api: Api) -> None:
+    # The last fix lies outside the road graph, so no new ETA replaces
+    # the 0 that the first visit's arrival set.
+    token = api.contractor("c1")
+    t0 = time.time() - 1500
+    api.post("/v1/jobs", visits_body("j1", "c1", [(t0, t0 + 3600), (t0 + 3700, t0 + 7200)]))
+    api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
+    async with Device(server.ws_url, token) as device:
+        await device.send({"pings": scripted_visit(t0 + 60)})
+    between = api.get("/v1/jobs/j1").json()
+    assert api.post("/v1/jobs/j1/dispatch").status_code == 200
+    second = api.get("/v1/jobs/j1").json()
+    assert (between["status"], between["eta_s"], between["arrival_window"]) == ("scheduled", None, None)
+    assert (second["status"], second["eta_s"], second["arrival_window"]) == ("en_route", None, None)

@@ -235,3 +235,31 @@ async def test_viewer_reload_keeps_sent_route() -> None:
     viewer.load = load
     await viewer.reload()
     assert "route" not in orjson.loads(viewer.mailbox.take()[-1])
+
+
+def test_update_arrived_carries_arrival_time() -> None:
+    view = arrived_view(SITE[0])
+    view.job.arrived_t = 1764853612.0
+    assert view.update()["arrived_at"] == "2025-12-04T13:06:52+00:00"
+
+
+def test_update_en_route_has_no_arrival_time() -> None:
+    assert en_route_view().update()["arrived_at"] is None
+
+
+def test_viewer_takes_arrival_time_from_event() -> None:
+    viewer = TrackViewer("o1", en_route_view(), never_sends)
+    event = {"type": "job.arrived", "job_id": "j1", "t": 1764853612.0, "status": "arrived", "flags": []}
+    viewer.offer({"type": "event", "event": event}, b"")
+    assert viewer.view.update()["arrived_at"] == "2025-12-04T13:06:52+00:00"
+
+
+def test_viewer_next_visit_drops_old_window() -> None:
+    view = arrived_view(SITE[0])
+    view.job.arrival_window = {"earliest_t": 1.0, "latest_t": 2.0, "confidence": 0.8}
+    view.job.eta_s = 0.0
+    viewer = TrackViewer("o1", view, never_sends)
+    event = {"type": "job.en_route", "job_id": "j1", "t": time.time(), "status": "en_route", "flags": []}
+    viewer.offer({"type": "event", "event": event}, b"")
+    update = viewer.view.update()
+    assert (update["eta_s"], update["arrival_window"]) == (None, None)
