@@ -13,6 +13,13 @@ in the sorted set ``{org}:webhooks:retry``, so they survive a restart, and
 every attempt is written to the delivery log ``{org}:webhooks:log``. A slow
 or dead receiver delays only its own deliveries: ingest never waits on it.
 
+A process that dies mid-delivery loses no event. New events stay pending in
+the consumer group until delivered, and another process claims those left
+idle for ``CLAIM_IDLE_S``. A due retry is leased rather than removed: its
+time moves ``LEASE_S`` ahead while it is attempted, so if the attempt never
+finishes, the retry falls due again. A receiver may therefore get an event
+twice; ``X-Enroute-Delivery`` names the event and the subscription.
+
 Unlike API keys and device tokens, webhook secrets are stored as given,
 because signing needs the key itself.
 """
@@ -50,6 +57,22 @@ DELIVERY_TIMEOUT_S = 5.0
 MAX_CONCURRENT_DELIVERIES = 32
 POLL_INTERVAL_S = 0.25
 LOG_LENGTH = 1000
+#: New events that a consumer read but did not acknowledge for this long
+#: (its process died, most likely) are claimed by another process.
+CLAIM_IDLE_S = 120.0
+#: How far ahead an attempted retry's due time moves while it runs; well
+#: above one attempt's time limit.
+LEASE_S = 60.0
+MAX_CLAIMED = 100
+
+# Return the due retries (score <= ARGV[1]) and move them to ARGV[2].
+LEASE_DUE_RETRIES = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[2], member)
+end
+return due
+"""
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -221,6 +244,7 @@ class Webhooks:
         self._http: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
+        self._lease_due = client.register_script(LEASE_DUE_RETRIES)
 
     async def subscribe(self, org: str, url: str, events: list[str]) -> tuple[str, str]:
         """Add a subscription; return its id and signing secret."""
@@ -273,6 +297,7 @@ class Webhooks:
             try:
                 orgs = [org.decode() for org in await self.client.smembers(WEBHOOK_ORGS)]
                 for org in orgs:
+                    await self._deliver_claimed(org)
                     await self._deliver_new(org)
                     await self._deliver_due_retries(org)
                 failures = 0
@@ -303,37 +328,64 @@ class Webhooks:
             return
         if not batches:
             return
-        hooks = await self._hooks(org)
         for _, entries in batches:
-            tasks = []
-            for entry_id, fields in entries:
-                event_id = entry_id.decode()
-                event = orjson.loads(fields[b"e"])
-                event["id"] = event_id
-                for hook in hooks:
-                    if "*" in hook["events"] or event["type"] in hook["events"]:
-                        tasks.append(self._attempt(org, hook, event, 1))
-            await asyncio.gather(*tasks)
-            await self.client.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
+            await self._deliver_entries(org, entries)
+
+    async def _deliver_claimed(self, org: str) -> None:
+        """Deliver the new events that a consumer read long ago and never acknowledged."""
+        stream = keys.org_events(org)
+        try:
+            reply = await self.client.xautoclaim(
+                stream, GROUP, self.consumer, int(CLAIM_IDLE_S * 1000), start_id="0-0", count=MAX_CLAIMED
+            )
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            return
+        entries = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
+        if entries:
+            logger.info("org %s: delivering %d webhook events that another consumer left unacknowledged",
+                        org, len(entries))  # fmt: skip
+            await self._deliver_entries(org, entries)
+
+    async def _deliver_entries(self, org: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        stream = keys.org_events(org)
+        hooks = await self._hooks(org)
+        tasks = []
+        for entry_id, fields in entries:
+            event = orjson.loads(fields[b"e"])
+            event["id"] = entry_id.decode()
+            for hook in hooks:
+                if "*" in hook["events"] or event["type"] in hook["events"]:
+                    tasks.append(self._attempt(org, hook, event, 1))
+        await asyncio.gather(*tasks)
+        await self.client.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
 
     async def _deliver_due_retries(self, org: str) -> None:
         retry_key = keys.webhooks(org) + ":retry"
-        due = await self.client.zrangebyscore(retry_key, "-inf", time.time(), start=0, num=100)
+        now = time.time()
+        # Leased atomically, so no other process takes the same retry.
+        due = await self._lease_due(keys=[retry_key], args=[repr(now), repr(now + LEASE_S), MAX_CLAIMED])
         if not due:
             return
         hooks = {hook["id"]: hook for hook in await self._hooks(org)}
         tasks = []
         for member in due:
-            if not await self.client.zrem(retry_key, member):
-                continue  # another process took it
             pending = orjson.loads(member)
             hook = hooks.get(pending["hook_id"])
             if hook is None:
-                continue  # unsubscribed since
-            tasks.append(self._attempt(org, hook, pending["event"], pending["attempt"]))
+                await self.client.zrem(retry_key, member)  # unsubscribed since
+                continue
+            tasks.append(self._attempt(org, hook, pending["event"], pending["attempt"], member))
         await asyncio.gather(*tasks)
 
-    async def _attempt(self, org: str, hook: dict[str, Any], event: dict[str, Any], attempt: int) -> None:
+    async def _attempt(
+        self, org: str, hook: dict[str, Any], event: dict[str, Any], attempt: int, lease: bytes | None = None
+    ) -> None:
+        """POST one event to one subscription, then log it and, on failure, schedule the next attempt.
+
+        ``lease`` is the leased retry entry that this attempt replaces.
+        """
         body = orjson.dumps(event)
         headers = {
             "Content-Type": "application/json",
@@ -364,6 +416,8 @@ class Webhooks:
             "t": time.time(),
         }
         pipe = self.client.pipeline(transaction=False)
+        if lease is not None:
+            pipe.zrem(keys.webhooks(org) + ":retry", lease)
         pipe.lpush(keys.webhook_log(org), orjson.dumps(log_entry))
         pipe.ltrim(keys.webhook_log(org), 0, LOG_LENGTH - 1)
         if not ok:
