@@ -65,6 +65,13 @@ async def track_page(token: str) -> HTMLResponse:
     return _page("track.html")
 
 
+@router.get("/track/", include_in_schema=False)
+@router.get("/track", include_in_schema=False)
+async def track_page_without_token() -> HTMLResponse:
+    # A link cut short in a message still gets the page, which says so.
+    return _page("track.html")
+
+
 @router.get("/dispatch", include_in_schema=False)
 async def dispatch_page() -> HTMLResponse:
     return _page("dispatch.html")

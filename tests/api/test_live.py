@@ -553,3 +553,9 @@ async def test_track_resyncs_after_redis_restart(
     finally:
         embedded.stop()
     assert update["position"] is None
+
+
+@pytest.mark.parametrize("path", ["/track", "/track/"])
+def test_track_page_without_token_served(server: ServerProcess, path: str) -> None:
+    response = httpx.get(server.base_url + path)
+    assert (response.status_code, response.headers["content-type"]) == (200, "text/html; charset=utf-8")
