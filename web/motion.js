@@ -9,6 +9,12 @@ const MIN_GLIDE_MS = 300;
 const MAX_GLIDE_MS = 15000;
 // A fix farther than this from the route glides in a straight line instead.
 const ROUTE_TOLERANCE_M = 60;
+// A glide covers at most this factor times the straight distance to the fix,
+// plus the slack below, which allows for a corner but not a loop round a block.
+const ROAD_DETOUR_FACTOR = 1.5;
+const DETOUR_SLACK_M = 20;
+// About 150 km/h: no glide is faster, whatever the fixes' positions imply.
+const MAX_SPEED_MPS = 42;
 
 const glides = new WeakMap();
 
@@ -62,46 +68,88 @@ export function stopGlide(marker) {
 }
 
 /**
- * Return the path from `from` to `to` ([lat, lon] pairs) along `route`, or a
- * straight segment when either point lies off the route or `to` lies behind
- * `from` on it.
+ * Return the glide path ([[lat, lon], ...], starting at `from`) from the
+ * displayed point `from` ([lat, lon]) towards the new fix `fix` ({lat, lon,
+ * t}) that follows `previousFix` (or null), along `route` ([[lat, lon], ...]
+ * or null). A path of one point keeps the marker where it is.
+ *
+ * On the route, the marker moves forward to the point of the route nearest
+ * to the fix within its reach, and holds still when the fix lies behind it,
+ * so noise neither sends it backwards nor round a block. Off the route, it
+ * moves in a straight line, to the fix's projection onto the route when the
+ * fix lies near the route. Either way, a glide covers at most
+ * `ROAD_DETOUR_FACTOR` times the straight distance (plus slack) and no more
+ * than `MAX_SPEED_MPS` allows over the time between the two fixes.
  */
-export function pathBetween(from, to, route) {
-  const straight = [from, to];
+export function planGlide(from, fix, previousFix, route) {
+  const to = [fix.lat, fix.lon];
+  let reachM = ROAD_DETOUR_FACTOR * distanceM(from, to) + DETOUR_SLACK_M;
+  if (previousFix && Number.isFinite(previousFix.t) && Number.isFinite(fix.t)) {
+    reachM = Math.min(reachM, MAX_SPEED_MPS * Math.max(0, fix.t - previousFix.t));
+  }
   if (!Array.isArray(route) || route.length < 2) {
-    return straight;
+    return straightPath(from, to, reachM);
   }
-  const start = projectOntoRoute(route, from);
-  const end = projectOntoRoute(route, to);
-  if (start.distanceM > ROUTE_TOLERANCE_M || end.distanceM > ROUTE_TOLERANCE_M) {
-    return straight;
+  const lengths = cumulativeLengthsM(route);
+  const start = nearestOnRoute(route, lengths, from, 0, Infinity);
+  const fixOnRoute = nearestOnRoute(route, lengths, to, 0, Infinity);
+  if (start.distanceM > ROUTE_TOLERANCE_M) {
+    const target = fixOnRoute.distanceM <= ROUTE_TOLERANCE_M ? fixOnRoute.point : to;
+    return straightPath(from, target, reachM);
   }
-  const startAt = start.index + start.fraction;
-  const endAt = end.index + end.fraction;
-  if (endAt < startAt) {
-    return straight;
+  if (fixOnRoute.distanceM > ROUTE_TOLERANCE_M) {
+    return straightPath(from, to, reachM);
   }
-  const path = [from, start.point];
-  for (let i = start.index + 1; i <= end.index; i += 1) {
-    path.push(route[i]);
+  const end = nearestOnRoute(route, lengths, to, start.alongM, start.alongM + reachM);
+  if (end.alongM <= start.alongM) {
+    return [from];
   }
-  path.push(end.point, to);
-  return path;
+  return routeSlice(route, lengths, start, end, from);
 }
 
-/** Return the nearest point of `route` to `point`: {index, fraction, point, distanceM}. */
-export function projectOntoRoute(route, point) {
-  let best = { index: 0, fraction: 0, point: route[0], distanceM: Infinity };
+/**
+ * Return the point of `route` nearest to `point` among those between
+ * `fromM` and `toM` metres along it: {index, point, alongM, distanceM}.
+ */
+function nearestOnRoute(route, lengths, point, fromM, toM) {
+  let best = { index: 0, point: route[0], alongM: 0, distanceM: Infinity };
   for (let i = 0; i < route.length - 1; i += 1) {
-    const candidate = projectOntoSegment(route[i], route[i + 1], point);
+    const segmentM = lengths[i + 1] - lengths[i];
+    if (lengths[i + 1] < fromM || lengths[i] > toM) {
+      continue;
+    }
+    const low = segmentM > 0 ? Math.max(0, (fromM - lengths[i]) / segmentM) : 0;
+    const high = segmentM > 0 ? Math.min(1, (toM - lengths[i]) / segmentM) : 0;
+    const candidate = projectOntoSegment(route[i], route[i + 1], point, low, high);
     if (candidate.distanceM < best.distanceM) {
-      best = { index: i, ...candidate };
+      const alongM = lengths[i] + candidate.fraction * segmentM;
+      best = { index: i, point: candidate.point, alongM, distanceM: candidate.distanceM };
     }
   }
   return best;
 }
 
-function projectOntoSegment(a, b, p) {
+function routeSlice(route, lengths, start, end, from) {
+  const path = [from, start.point];
+  for (let i = start.index + 1; i <= end.index; i += 1) {
+    if (lengths[i] > start.alongM && lengths[i] < end.alongM) {
+      path.push(route[i]);
+    }
+  }
+  path.push(end.point);
+  return path;
+}
+
+function straightPath(from, to, maxM) {
+  const totalM = distanceM(from, to);
+  if (totalM <= maxM) {
+    return [from, to];
+  }
+  const fraction = maxM / totalM;
+  return [from, [from[0] + (to[0] - from[0]) * fraction, from[1] + (to[1] - from[1]) * fraction]];
+}
+
+function projectOntoSegment(a, b, p, low = 0, high = 1) {
   // Local equirectangular metres around `a`: exact enough over one street.
   const cosLat = Math.cos((a[0] * Math.PI) / 180);
   const toXY = (q) => [
@@ -112,12 +160,11 @@ function projectOntoSegment(a, b, p) {
   const [px, py] = toXY(p);
   const lengthSquared = bx * bx + by * by;
   let fraction = lengthSquared > 0 ? (px * bx + py * by) / lengthSquared : 0;
-  fraction = Math.min(1, Math.max(0, fraction));
+  fraction = Math.min(high, Math.max(low, fraction));
   const point = [a[0] + (b[0] - a[0]) * fraction, a[1] + (b[1] - a[1]) * fraction];
   const distanceM = Math.hypot(px - bx * fraction, py - by * fraction);
   return { fraction, point, distanceM };
 }
-
 /** Return the great-circle distance in metres between two [lat, lon] points. */
 export function distanceM(a, b) {
   const lat1 = (a[0] * Math.PI) / 180;

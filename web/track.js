@@ -7,7 +7,7 @@
 
 import { createBaseMap, fetchConfig } from "/static/basemap.js";
 import { formatAge, formatEta, formatTime, formatTimeRange, statusLabel } from "/static/format.js";
-import { glideDurationMs, glideMarker, pathBetween } from "/static/motion.js";
+import { glideDurationMs, glideMarker, planGlide, stopGlide } from "/static/motion.js";
 import { LiveSocket, socketUrl } from "/static/socket.js";
 
 const CLOSE_POLICY = 1008;
@@ -17,12 +17,14 @@ const STEPS = ["scheduled", "en_route", "arrived", "completed"];
 const FIX_AGE_TICK_MS = 1000;
 const FRAME_PADDING_PX = 40;
 const FRAME_MAX_ZOOM = 17;
+const RECONNECTED_NOTE_MS = 4000;
 
 const CUSTOMER_FLAG_LABELS = {
   late: "Running late",
   no_show: "The appointment window has passed",
   stale: "Location updates paused",
 };
+const TERMINAL_STATUSES = ["completed", "cancelled"];
 
 const LINK_MESSAGES = {
   [CLOSE_NOT_FOUND]: "This tracking link was not found. Check that you opened the whole link.",
@@ -127,6 +129,9 @@ function arrivalHeadline(update) {
       }
       return "On the way";
     case "scheduled":
+      if (appointmentPassed(update)) {
+        return "The appointment window has passed";
+      }
       return `Scheduled ${formatTimeRange(update.window.start, update.window.end)}`;
     case "arrived":
       return state.arrivedAt ? `Arrived at ${formatTime(state.arrivedAt)}` : "Arrived";
@@ -139,7 +144,14 @@ function arrivalHeadline(update) {
   }
 }
 
+function appointmentPassed(update) {
+  return Boolean(update.window) && Date.parse(update.window.end) < Date.now();
+}
+
 function arrivalDetail(update) {
+  if (update.status === "scheduled" && appointmentPassed(update)) {
+    return "Waiting for your contractor to set off";
+  }
   if (update.status !== "en_route" || !Number.isFinite(update.eta_s) || windowPassed(update)) {
     return "";
   }
@@ -156,8 +168,24 @@ function renderSummary(update) {
     const range = formatTimeRange(update.window.start, update.window.end);
     ui.appointment.textContent = `Appointment window ${range}`;
   }
-  renderFlags(update.flags || []);
+  renderFlags(customerFlags(update));
   renderSteps(update.status);
+}
+
+/**
+ * Return the flags shown to the customer, so that no notice contradicts the
+ * headline: a passed appointment window outranks "late", and a scheduled job's
+ * headline already states that its window has passed.
+ */
+function customerFlags(update) {
+  let flags = update.flags || [];
+  if (flags.includes("no_show")) {
+    flags = flags.filter((flag) => flag !== "late");
+  }
+  if (update.status === "scheduled" && appointmentPassed(update)) {
+    flags = flags.filter((flag) => flag !== "no_show");
+  }
+  return flags;
 }
 
 function renderFlags(flags) {
@@ -203,7 +231,7 @@ function renderFixAge() {
     return;
   }
   delete ui.fixAge.dataset.ageS;
-  if (!update || ["completed", "cancelled"].includes(update.status)) {
+  if (!update || TERMINAL_STATUSES.includes(update.status)) {
     ui.fixAge.textContent = "";
   } else if (update.status === "scheduled") {
     ui.fixAge.textContent = "The location is shown once your contractor is on the way.";
@@ -258,7 +286,11 @@ function contractorIcon() {
   });
 }
 
+/** Remove the contractor's marker, accuracy circle and any glide still drawing them. */
 function hideContractor() {
+  if (state.marker !== null) {
+    stopGlide(state.marker);
+  }
   for (const name of ["marker", "accuracyCircle"]) {
     if (state[name] !== null) {
       state.map.removeLayer(state[name]);
@@ -289,16 +321,21 @@ function moveContractor(position, routeBefore) {
   if (state.fix !== null && position.t <= state.fix.t) {
     return; // an older or repeated fix
   }
-  const displayed = state.marker.getLatLng();
-  const path = pathBetween([displayed.lat, displayed.lng], target, routeBefore);
+  const marker = state.marker;
+  const displayed = marker.getLatLng();
+  const path = planGlide([displayed.lat, displayed.lng], position, state.fix, routeBefore);
   const durationMs = glideDurationMs(state.fix ? state.fix.t : NaN, position.t);
   state.fix = position;
-  glideMarker(state.marker, path, durationMs, (latlng) => updateAccuracy(position, latlng));
+  glideMarker(marker, path, durationMs, (latlng) => {
+    if (state.marker === marker) {
+      updateAccuracy(position, latlng);
+    }
+  });
 }
 
 function updateAccuracy(position, latlng) {
   const radiusM = position.acc;
-  if (!Number.isFinite(radiusM) || radiusM <= 0) {
+  if (state.marker === null || !Number.isFinite(radiusM) || radiusM <= 0) {
     if (state.accuracyCircle !== null) {
       state.map.removeLayer(state.accuracyCircle);
       state.accuracyCircle = null;
@@ -315,6 +352,19 @@ function updateAccuracy(position, latlng) {
     state.accuracyCircle.setLatLng(latlng);
     state.accuracyCircle.setRadius(radiusM);
   }
+}
+
+/**
+ * Tell Leaflet when the map's container changes size, as it does when the
+ * summary panel above it fills in, and frame the map again.
+ */
+function watchMapSize(map) {
+  const observer = new ResizeObserver(() => {
+    map.invalidateSize({ pan: false });
+    state.framed = false;
+    frameMap();
+  });
+  observer.observe(map.getContainer());
 }
 
 function markUserMoved() {
@@ -377,6 +427,11 @@ function frameMap() {
 function applyUpdate(update) {
   const routeBefore = state.route || update.route;
   state.lastUpdate = update;
+  // Servers before arrived_at leave it out, so the time of a live
+  // job.arrived event stays until an update carries the field.
+  if ("arrived_at" in update) {
+    state.arrivedAt = update.arrived_at;
+  }
   renderSummary(update);
   drawSite(update.site);
   moveContractor(update.position, routeBefore);
@@ -399,7 +454,13 @@ function applyEvent(event) {
   // event's status here as well keeps the steps right if that update is lost.
   if (state.lastUpdate !== null && event.status) {
     state.lastUpdate = { ...state.lastUpdate, status: event.status, flags: event.flags || [] };
+    if (TERMINAL_STATUSES.includes(event.status)) {
+      state.lastUpdate.position = null;
+      hideContractor();
+      drawRoute(null);
+    }
     renderSummary(state.lastUpdate);
+    renderFixAge();
   }
 }
 
@@ -411,12 +472,20 @@ function onMessage(message) {
   }
 }
 
+let reconnectedNoteTimer = null;
+
 function onConnectionState(socket, stateName, detail) {
+  clearTimeout(reconnectedNoteTimer);
   if (stateName === "open") {
-    ui.connection.textContent = "";
+    ui.connection.textContent = detail && detail.reconnected ? "Reconnected" : "";
+    reconnectedNoteTimer = setTimeout(() => {
+      ui.connection.textContent = "";
+    }, RECONNECTED_NOTE_MS);
   } else if (stateName === "retrying") {
-    const seconds = Math.ceil(detail.delayMs / 1000);
+    const seconds = Math.max(1, Math.ceil(detail.delayMs / 1000));
     ui.connection.textContent = `Connection lost. Reconnecting in ${seconds} s…`;
+  } else if (stateName === "connecting" && ui.connection.textContent.startsWith("Connection lost")) {
+    ui.connection.textContent = "Connection lost. Reconnecting…";
   } else if (stateName === "closed") {
     ui.connection.textContent = "";
     if (detail.code === CLOSE_POLICY) {
@@ -444,7 +513,7 @@ function connect(token) {
 async function main() {
   const token = tokenFromPath(window.location.pathname);
   if (token === null) {
-    showNotice("This page needs a tracking link of the form /track/<token>.");
+    showNotice("This tracking link is incomplete. Open the whole link from your message.");
     return;
   }
   const snapshotRequest = fetchSnapshot(token);
@@ -455,6 +524,7 @@ async function main() {
     return { tile_url: null, graph_bounds: null };
   });
   state.map = createBaseMap(ui.map, config);
+  watchMapSize(state.map);
   watchUserView(state.map);
   addRecenterControl(state.map);
 

@@ -173,6 +173,12 @@ async def test_track_page_unknown_link(web_server: ServerProcess, phone_page: An
     assert phone_page.errors == []
 
 
+async def test_track_page_link_without_token(web_server: ServerProcess, phone_page: Any) -> None:
+    page = phone_page.page
+    await page.goto(f"{web_server.base_url}/track/")
+    await expect(page.get_by_test_id("notice")).to_contain_text("This tracking link is incomplete", timeout=WAIT_MS)
+
+
 async def test_track_page_link_expires_while_open(
     web_server: ServerProcess, web_api: Api, phone_page: Any
 ) -> None:
