@@ -34,6 +34,9 @@ const MAX_EVENTS_SHOWN = 20;
 const HEAT_CLASS_MINIMUMS = [1, 2, 4, 8, 16, 32];
 const HEAT_COLOURS = ["#fde0c5", "#facba6", "#f8b58b", "#f59e72", "#ef6a4c", "#c4372b"];
 const STATUS_ORDER = ["en_route", "arrived", "scheduled", "completed", "cancelled"];
+const FLAG_ORDER = ["no_show", "late", "stale"];
+// Orders "f-c2" before "f-c10".
+const naturalOrder = new Intl.Collator(undefined, { numeric: true });
 
 class AuthError extends Error {}
 
@@ -51,6 +54,8 @@ const state = {
   socket: null,
   timers: [],
   heatmapBusy: false,
+  heatmapAgain: false,
+  errors: new Map(), // topic ("fleet", "jobs", "nearby") -> message shown
   nearbyRequest: 0,
   jobsReload: null,
   reconnecting: false,
@@ -66,6 +71,7 @@ const ui = {
   keyError: document.querySelector("[data-testid=key-error]"),
   forgetKey: document.getElementById("forget-key"),
   heatRes: document.getElementById("heat-res"),
+  heatStatus: document.getElementById("heat-status"),
   heatShow: document.getElementById("heat-show"),
   hexCount: document.querySelector("[data-testid=hex-count]"),
   heatError: document.querySelector("[data-testid=heat-error]"),
@@ -129,6 +135,8 @@ function signOut() {
   state.jobs = new Map();
   renderJobs();
   drawHexes([]);
+  state.errors.clear();
+  showNotice("");
   state.nearbyLayer.clearLayers();
   ui.nearby.replaceChildren(element("p", "hint", "Click the map to list the nearest contractors."));
   ui.connection.textContent = "Signed out";
@@ -140,14 +148,25 @@ function rejectKey(error) {
   askForKey(`Sign-in failed: ${error.message}. Enter a valid API key.`);
 }
 
-/** Report a failed request. An authentication failure clears the key and shows the sign-in form. */
-function reportError(error, where) {
+/**
+ * Report a failed request about `topic` until a request about it succeeds.
+ * An authentication failure clears the key and shows the sign-in form.
+ */
+function reportError(error, where, topic) {
   if (error instanceof AuthError) {
     rejectKey(error);
     return;
   }
   console.warn(`${where} failed:`, error);
-  showNotice(`${where} failed: ${error.message}`);
+  state.errors.set(topic, `${where} failed: ${error.message}`);
+  showNotice([...state.errors.values()].join(" "));
+}
+
+/** Withdraw the error about `topic`, because a request about it succeeded. */
+function clearError(topic) {
+  if (state.errors.delete(topic)) {
+    showNotice([...state.errors.values()].join(" "));
+  }
 }
 
 function showNotice(text) {
@@ -262,6 +281,7 @@ async function loadFleet() {
       removeContractor(contractorId);
     }
   }
+  clearError("fleet");
 }
 
 // ---- heatmap ----------------------------------------------------------
@@ -307,20 +327,42 @@ function drawHexes(cells) {
     state.hexLayer.addLayer(polygon);
   }
   ui.hexCount.dataset.count = String(cells.length);
+  delete ui.hexCount.dataset.unavailable;
   const cellNoun = cells.length === 1 ? "cell" : "cells";
   ui.hexCount.textContent = `${cells.length} ${cellNoun}, ${contractors} contractors`;
 }
 
+/** Clear the hexagons and show that there are no counts, rather than zero of them. */
+function showHeatmapUnavailable() {
+  drawHexes([]);
+  delete ui.hexCount.dataset.count;
+  ui.hexCount.dataset.unavailable = "true";
+  ui.hexCount.textContent = "Heatmap data unavailable";
+}
+
+function heatmapQuery() {
+  const params = new URLSearchParams({ res: ui.heatRes.value, format: "cells" });
+  if (ui.heatStatus.value) {
+    params.set("status", ui.heatStatus.value);
+  }
+  return params.toString();
+}
+
 async function refreshHeatmap() {
-  if (state.heatmapBusy || state.key === null) {
+  if (state.key === null) {
+    return;
+  }
+  if (state.heatmapBusy) {
+    state.heatmapAgain = true; // the controls changed while a request ran
     return;
   }
   state.heatmapBusy = true;
+  state.heatmapAgain = false;
   const key = state.key;
-  const res = ui.heatRes.value;
+  const query = heatmapQuery();
   try {
-    const body = await apiGet(`/v1/fleet/heatmap?res=${encodeURIComponent(res)}&format=cells`);
-    if (state.key === key && String(body.res) === ui.heatRes.value) {
+    const body = await apiGet(`/v1/fleet/heatmap?${query}`);
+    if (state.key === key && query === heatmapQuery()) {
       drawHexes(body.cells);
       ui.heatError.textContent = "";
     }
@@ -328,11 +370,14 @@ async function refreshHeatmap() {
     if (error instanceof AuthError) {
       rejectKey(error);
     } else {
-      drawHexes([]);
-      ui.heatError.textContent = error.message;
+      showHeatmapUnavailable();
+      ui.heatError.textContent = `Heatmap request failed: ${error.message}`;
     }
   } finally {
     state.heatmapBusy = false;
+  }
+  if (state.heatmapAgain) {
+    refreshHeatmap();
   }
 }
 
@@ -346,11 +391,23 @@ function showHexes(visible) {
 
 // ---- jobs -------------------------------------------------------------
 
+/** Return "arriving 14:05–14:15", "arriving at 14:05", or that the window has passed. */
+function arrivalText(arrivalWindow) {
+  const { earliest, latest } = arrivalWindow;
+  // The window comes from the last fix, so once it ends it promises nothing.
+  if (Date.parse(latest) < Date.now()) {
+    return "waiting for an updated arrival time";
+  }
+  if (formatTime(earliest) === formatTime(latest)) {
+    return `arriving at ${formatTime(earliest)}`;
+  }
+  return `arriving ${formatTimeRange(earliest, latest)}`;
+}
+
 function jobSummary(job) {
   const parts = [job.contractor_id];
   if (job.status === "en_route" && job.arrival_window) {
-    const { earliest, latest } = job.arrival_window;
-    parts.push(`arriving ${formatTimeRange(earliest, latest)}`);
+    parts.push(arrivalText(job.arrival_window));
   } else if (job.status === "en_route" && Number.isFinite(job.eta_s)) {
     parts.push(`ETA ${formatEta(job.eta_s)}`);
   }
@@ -379,9 +436,32 @@ function jobItem(job) {
   return item;
 }
 
+function flagRank(job) {
+  const ranks = (job.flags || []).map((flag) => FLAG_ORDER.indexOf(flag)).filter((rank) => rank >= 0);
+  return ranks.length > 0 ? Math.min(...ranks) : FLAG_ORDER.length;
+}
+
+function windowStartMs(job) {
+  const startMs = job.window ? Date.parse(job.window.start) : NaN;
+  return Number.isFinite(startMs) ? startMs : Infinity;
+}
+
+/** Order jobs by status, then flagged first, then by window start, then by id in natural order. */
 function compareJobs(a, b) {
   const byStatus = STATUS_ORDER.indexOf(a.status) - STATUS_ORDER.indexOf(b.status);
-  return byStatus !== 0 ? byStatus : a.id.localeCompare(b.id);
+  if (byStatus !== 0) {
+    return byStatus;
+  }
+  const byFlag = flagRank(a) - flagRank(b);
+  if (byFlag !== 0) {
+    return byFlag;
+  }
+  const aStartMs = windowStartMs(a);
+  const bStartMs = windowStartMs(b);
+  if (aStartMs !== bStartMs) {
+    return aStartMs < bStartMs ? -1 : 1;
+  }
+  return naturalOrder.compare(a.id, b.id);
 }
 
 let jobsRenderPending = false;
@@ -475,6 +555,7 @@ async function loadJobs() {
   }
   state.jobs = fresh;
   renderJobsSoon();
+  clearError("jobs");
 }
 
 /** Reload the job list shortly, once for a burst of events about unknown jobs. */
@@ -484,7 +565,7 @@ function reloadJobsSoon() {
   }
   state.jobsReload = setTimeout(() => {
     state.jobsReload = null;
-    loadJobs().catch((error) => reportError(error, "Loading jobs"));
+    loadJobs().catch((error) => reportError(error, "Loading jobs", "jobs"));
   }, JOBS_RELOAD_DELAY_MS);
 }
 
@@ -519,12 +600,18 @@ function applyEvent(event) {
   logEvent(event);
 }
 
+/** Insert `event` into the list, which stays ordered newest first by event time. */
 function logEvent(event) {
-  const time = event.at ? formatTime(event.at) : "";
+  const atMs = event.at ? Date.parse(event.at) : NaN;
+  const time = Number.isFinite(atMs) ? formatTime(atMs) : "";
   const kind = String(event.type || "event").replace(/^job\./, "");
   const cause = event.cause ? ` (${event.cause})` : "";
   const item = element("li", `event event-${kind}`, `${time} ${event.job_id || ""} ${kind}${cause}`);
-  ui.events.prepend(item);
+  // An event without a time sorts as just received.
+  const sortMs = Number.isFinite(atMs) ? atMs : Date.now();
+  item.dataset.atMs = String(sortMs);
+  const older = [...ui.events.children].find((other) => Number(other.dataset.atMs) < sortMs);
+  ui.events.insertBefore(item, older || null);
   while (ui.events.children.length > MAX_EVENTS_SHOWN) {
     ui.events.lastElementChild.remove();
   }
@@ -547,7 +634,8 @@ function onConnectionState(stateName, detail) {
     if (state.reconnecting) {
       // Catch up on what happened while the connection was down.
       state.reconnecting = false;
-      Promise.all([loadFleet(), loadJobs()]).catch((error) => reportError(error, "Reloading"));
+      loadFleet().catch((error) => reportError(error, "Reloading the fleet", "fleet"));
+      loadJobs().catch((error) => reportError(error, "Reloading jobs", "jobs"));
     }
   } else if (stateName === "connecting") {
     ui.connection.textContent = "Connecting…";
@@ -577,12 +665,16 @@ async function begin(key) {
   state.key = key;
   ui.keyForm.hidden = true;
   ui.connection.textContent = "Loading…";
-  try {
-    await Promise.all([loadFleet(), loadJobs()]);
-  } catch (error) {
-    reportError(error, "Loading the fleet");
-    if (error instanceof AuthError) {
-      return;
+  const [fleetResult, jobsResult] = await Promise.allSettled([loadFleet(), loadJobs()]);
+  for (const [result, where, topic] of [
+    [fleetResult, "Loading the fleet", "fleet"],
+    [jobsResult, "Loading jobs", "jobs"],
+  ]) {
+    if (result.status === "rejected") {
+      reportError(result.reason, where, topic);
+      if (result.reason instanceof AuthError) {
+        return;
+      }
     }
   }
   const url = socketUrl(`/v1/fleet/ws?token=${encodeURIComponent(key)}`);
@@ -595,7 +687,7 @@ async function begin(key) {
   refreshHeatmap();
   state.timers.push(setInterval(refreshHeatmap, HEATMAP_REFRESH_MS));
   state.timers.push(
-    setInterval(() => loadJobs().catch((error) => reportError(error, "Loading jobs")), JOBS_REFRESH_MS)
+    setInterval(() => loadJobs().catch((error) => reportError(error, "Loading jobs", "jobs")), JOBS_REFRESH_MS)
   );
 }
 
@@ -637,9 +729,10 @@ async function showNearby(latlng) {
     if (request === state.nearbyRequest) {
       ui.nearby.replaceChildren(element("p", "error", `Search failed: ${error.message}`));
     }
-    reportError(error, "Nearby search");
+    reportError(error, "Nearby search", "nearby");
     return;
   }
+  clearError("nearby");
   if (request !== state.nearbyRequest) {
     return; // a later click replaced this search
   }
@@ -673,6 +766,7 @@ function wireControls() {
     askForKey();
   });
   ui.heatRes.addEventListener("change", refreshHeatmap);
+  ui.heatStatus.addEventListener("change", refreshHeatmap);
   ui.heatShow.addEventListener("change", () => showHexes(ui.heatShow.checked));
   state.map.on("click", (event) => showNearby(event.latlng));
 }
@@ -688,7 +782,10 @@ async function main() {
   state.nearbyLayer = L.layerGroup().addTo(state.map);
   renderLegend();
   wireControls();
-  setInterval(() => state.markers.forEach((_, id) => markOldFix(id)), MARKER_AGE_TICK_MS);
+  setInterval(() => {
+    state.markers.forEach((_, id) => markOldFix(id));
+    renderJobsSoon(); // arrival windows pass between messages
+  }, MARKER_AGE_TICK_MS);
 
   const key = loadKey();
   if (key) {

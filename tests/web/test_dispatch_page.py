@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import WebSocketRoute, expect
 
 from support import Api, Device, ServerProcess, unique_name
 
@@ -168,4 +170,134 @@ async def test_dispatch_page_signs_out(
     stored = await page.evaluate("sessionStorage.getItem('enroute.apiKey')")
     assert markers == 0
     assert stored is None
+    assert desktop_page.errors == []
+
+
+def scripted_job(job_id: str, status: str, start: float, **fields: Any) -> dict[str, Any]:
+    """Return a job as GET /v1/jobs lists it."""
+    job = {
+        "id": job_id,
+        "contractor_id": f"c-{job_id}",
+        "status": status,
+        "flags": [],
+        "site": dict(SITE),
+        "window": {"start": iso(start), "end": iso(start + 1800)},
+        "arrival_window": None,
+        "eta_s": None,
+    }
+    job.update(fields)
+    return job
+
+
+def local_time(t: float) -> str:
+    return datetime.fromtimestamp(t, ZoneInfo("Europe/Helsinki")).strftime("%H:%M")
+
+
+async def open_scripted_feed(page: Any) -> list[WebSocketRoute]:
+    """Accept the page's /v1/fleet/ws connections in place of the server, and return their list."""
+    sockets: list[WebSocketRoute] = []
+    await page.route_web_socket("**/v1/fleet/ws*", lambda socket: sockets.append(socket))
+    return sockets
+
+
+async def test_dispatch_page_orders_lists(
+    web_server: ServerProcess, web_org: tuple[str, str], desktop_page: Any, artifacts_dir: Path
+) -> None:
+    now = time.time()
+    jobs = [
+        scripted_job("f-c10", "scheduled", now + 600),
+        scripted_job("f-c2", "scheduled", now + 600),
+        scripted_job("f-c1", "scheduled", now + 600),
+        scripted_job(
+            "f-passed", "en_route", now - 1800,
+            arrival_window={"earliest": iso(now - 400), "latest": iso(now - 300)},
+        ),
+        scripted_job(
+            "f-point", "en_route", now - 1800,
+            arrival_window={"earliest": iso(now + 300), "latest": iso(now + 300)},
+        ),
+    ]
+    page = desktop_page.page
+    await page.route("**/v1/jobs", lambda route: route.fulfill(json={"jobs": jobs}))
+    sockets = await open_scripted_feed(page)
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+    items = page.locator("[data-testid=job-list] li.status-scheduled")
+    await expect(items).to_have_count(3, timeout=WAIT_MS)
+
+    # Events arrive out of time order: the arrival before the earlier departure.
+    while not sockets:
+        await asyncio.sleep(0.05)
+    for job_id, kind, at in [("f-point", "arrived", now - 60), ("f-passed", "en_route", now - 120)]:
+        event = {"type": f"job.{kind}", "job_id": job_id, "status": kind, "at": iso(at), "flags": []}
+        sockets[0].send(json.dumps({"type": "event", "event": event}))
+    events = page.locator("[data-testid=events] li")
+    await expect(events).to_have_count(2, timeout=WAIT_MS)
+    await page.screenshot(path=artifacts_dir / "dispatch-lists.png")
+
+    scheduled_ids = await items.evaluate_all("(nodes) => nodes.map((node) => node.dataset.jobId)")
+    passed = page.locator("[data-testid=job-list] li[data-job-id='f-passed'] .job-meta")
+    event_texts = await events.all_text_contents()
+    assert scheduled_ids == ["f-c1", "f-c2", "f-c10"]
+    await expect(passed).to_contain_text("waiting for an updated arrival time")
+    assert event_texts[0].startswith(f"{local_time(now - 60)} f-point arrived")
+    assert event_texts[1].startswith(f"{local_time(now - 120)} f-passed en_route")
+    assert desktop_page.errors == []
+
+
+async def test_dispatch_page_zero_width_window(
+    web_server: ServerProcess, web_org: tuple[str, str], desktop_page: Any
+) -> None:
+    now = time.time()
+    job = scripted_job(
+        "f-point", "en_route", now - 1800,
+        arrival_window={"earliest": iso(now + 300), "latest": iso(now + 300)},
+    )
+    page = desktop_page.page
+    await page.route("**/v1/jobs", lambda route: route.fulfill(json={"jobs": [job]}))
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+    meta = page.locator("[data-testid=job-list] li[data-job-id='f-point'] .job-meta")
+    await expect(meta).to_contain_text(f"arriving at {local_time(now + 300)}", timeout=WAIT_MS)
+    assert desktop_page.errors == []
+
+
+async def test_dispatch_page_recovers_from_outage(
+    web_server: ServerProcess, web_org: tuple[str, str], desktop_page: Any
+) -> None:
+    page = desktop_page.page
+    await page.route("**/v1/jobs", lambda route: route.abort())
+    await page.route("**/v1/fleet/heatmap*", lambda route: route.abort())
+    sockets = await open_scripted_feed(page)
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+    notice = page.get_by_test_id("notice")
+    hex_count = page.get_by_test_id("hex-count")
+    await expect(notice).to_contain_text("failed", timeout=WAIT_MS)
+
+    await page.unroute("**/v1/jobs")
+    while not sockets:
+        await asyncio.sleep(0.05)
+    # An event about a job the page does not list makes it load the jobs again.
+    event = {"type": "job.en_route", "job_id": "j-unknown", "status": "en_route", "flags": []}
+    sockets[0].send(json.dumps({"type": "event", "event": event}))
+    await expect(notice).to_be_hidden(timeout=WAIT_MS)
+    # The heatmap requests still fail.
+    await expect(hex_count).to_have_text("Heatmap data unavailable", timeout=WAIT_MS)
+    assert desktop_page.errors == []
+
+
+async def test_dispatch_page_filters_heatmap(
+    web_server: ServerProcess, web_api: Api, web_org: tuple[str, str], desktop_page: Any
+) -> None:
+    token = web_api.contractor(unique_name("c"))
+    await send_ping(web_server, token, *STARTS[0])
+    page = desktop_page.page
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+    hex_count = page.get_by_test_id("hex-count")
+    await expect(hex_count).to_have_attribute("data-count", "1", timeout=WAIT_MS)
+
+    await page.get_by_label("Job status").select_option("en_route", timeout=WAIT_MS)
+    await expect(hex_count).to_have_attribute("data-count", "0", timeout=WAIT_MS)
+    await page.get_by_label("Job status").select_option("idle")
+    await expect(hex_count).to_have_attribute("data-count", "1", timeout=WAIT_MS)
+    filtered = [url for url in desktop_page.urls if "status=en_route" in url]
+    assert filtered != []
     assert desktop_page.errors == []
