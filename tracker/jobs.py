@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from tracker import keys
 from tracker.store import CommandPipe, RedisClient, load_script
@@ -388,9 +389,10 @@ class JobStore:
         ]
         try:
             stored = await self.client.evalsha(self._sha, len(job_keys), *job_keys, *args)
-        except Exception as error:  # NoScriptError after a Redis restart
-            if "NOSCRIPT" not in str(error):
-                raise
+        except NoScriptError:
+            # A restarted Redis (or one whose append-only file was rewritten)
+            # has lost the script. redis-py's message leaves out "NOSCRIPT".
+            logger.info("transition script missing in redis; loading it again (org %s job %s)", org, job.id)
             self._sha = await self.client.script_load(self._transition)
             stored = await self.client.evalsha(self._sha, len(job_keys), *job_keys, *args)
         if not stored:
