@@ -116,7 +116,7 @@ class Ingest:
         return self._ack(accepted, duplicates, rejected, result.interval_s, result.open_jobs, warnings)
 
     async def _store(self, org: str, device_id: str, pings: list[Ping]) -> StoreResult:
-        """Write ``pings`` and hand the stored ones to the observers.
+        """Write ``pings`` and hand them to the observers in fix-time order, repeats left out.
 
         Raises
         ------
@@ -142,25 +142,26 @@ class Ingest:
 
         statuses = result.statuses
         duplicates = statuses.count("d")
-        if result.retried and duplicates:
-            # A lost reply hid from the observers what the first attempt
-            # stored, so they get those pings now: as history, except the
-            # one that the device hash shows as its latest position.
-            logger.info(
-                "org %s device %s: write retried; %d duplicate pings go to the observers as stored",
-                org, device_id, duplicates,
-            )  # fmt: skip
+        if duplicates:
+            # A duplicate may be a ping whose first write ran but whose
+            # observers never did: the reply was lost, or the process died
+            # before they ran. So the observers get duplicates as history,
+            # and the lifecycle replays the visit when it has seen them.
             statuses = statuses.replace("d", "h")
-            statuses = await self._mark_latest(org, device_id, pings, statuses)
-        if self.observers and statuses.count("d") < len(statuses):
-            stored = sorted(
-                (
-                    (ping, status)
-                    for ping, status in zip(pings, statuses)
-                    if status != "d"
-                ),
-                key=lambda pair: pair[0].t,
-            )
+            if result.retried:
+                # The device hash shows which of them is the latest position.
+                logger.info(
+                    "org %s device %s: write retried; %d duplicate pings go to the observers as stored",
+                    org, device_id, duplicates,
+                )  # fmt: skip
+                statuses = await self._mark_latest(org, device_id, pings, statuses)
+        if self.observers:
+            stored: list[tuple[Ping, str]] = []
+            # A sort keeps frame order among equal fix times, so the copy
+            # that the script stored comes first and the repeats are skipped.
+            for ping, status in sorted(zip(pings, statuses), key=lambda pair: pair[0].t):
+                if not stored or ping.t != stored[-1][0].t:
+                    stored.append((ping, status))
             for observer in self.observers:
                 try:
                     await observer(org, device_id, stored, result)

@@ -383,10 +383,13 @@ class Lifecycle:
             state = DetectionState()
         pings = [ping for ping in pings if ping.t >= en_route_t]
 
-        events: list[tuple[Arrived | Departed, Ping]] = []
+        # Each event keeps the detector's state right after its fix, which
+        # its status change stores: a process that dies between two events
+        # leaves a detector that finds the second one again.
+        events: list[tuple[Arrived | Departed, Ping, DetectionState]] = []
         for ping in pings:
             state, found = step(state, fix_of(ping), fence, self.config)
-            events.extend((event, ping) for event in found)
+            events.extend((event, ping, state) for event in found)
         new_last_t = max([p.t for p in pings], default=last_t or 0.0)
         encoded_state = orjson.dumps(state.to_dict())
         self._states.put(
@@ -394,11 +397,11 @@ class Lifecycle:
         )
         detection: dict[str, Any] = {"det": encoded_state, "det_t": repr(new_last_t)}
         if events:
-            # Store the detector before the status changes it caused.
-            await self.client.hset(keys.job(org, job.id), mapping=detection)
-            for event, ping in events:
-                await self._apply(org, job, event, ping)
-            detection = {}
+            for event, ping, state_after in events:
+                detection_after = {"det": orjson.dumps(state_after.to_dict()), "det_t": repr(ping.t)}
+                await self._apply(org, job, event, ping, detection_after)
+            if job.status not in ACTIVE_STATUSES:
+                detection = {}  # the visit is over; a next visit starts afresh
         after = _AfterEta(org, job, pings[-1] if pings else None, interval_s)
         if job.status is JobStatus.EN_ROUTE and pings and self._eta_due(job, pings[-1]):
             # The detector's state goes out in the same HSET as the ETA.
@@ -485,11 +488,17 @@ class Lifecycle:
         if interval is not None and interval != after.interval_s:
             batch.hset(keys.device(org, job.contractor_id), {"interval": repr(interval)})
 
-    async def _apply(self, org: str, job: Job, event: Arrived | Departed, ping: Ping) -> None:
+    async def _apply(
+        self, org: str, job: Job, event: Arrived | Departed, ping: Ping, detection: dict[str, Any]
+    ) -> None:
+        """Change the job's status for a geofence event; ``detection`` is the detector's state to store with it."""
         summary = ping_summary(ping)
         if isinstance(event, Arrived):
-            fields = {"arrived_t": repr(event.t), "eta_s": "0", "eta_t": repr(event.t)}
-            flags = [flag for flag in job.flags if flag not in ("late", "stale")]
+            fields = {"arrived_t": repr(event.t), "eta_s": "0", "eta_t": repr(event.t), **detection}
+            # An arrival inside the window, found late from an offline
+            # batch, also undoes a no-show flag raised meanwhile.
+            cleared = ("late", "stale", "no_show") if event.t <= job.window.end_t else ("late", "stale")
+            flags = [flag for flag in job.flags if flag not in cleared]
             if await self.jobs.transition(
                 org, job, JobStatus.ARRIVED, Event("job.arrived", event.t, "geofence", summary),
                 fields=fields, flags=flags,
@@ -500,13 +509,14 @@ class Lifecycle:
         if last_visit:
             await self.jobs.transition(
                 org, job, JobStatus.COMPLETED, Event("job.completed", event.t, "geofence", summary),
-                fields={"completed_t": repr(event.t)},
+                fields={"completed_t": repr(event.t), **detection},
             )
             return
         detail = {"visit": job.visit}
         fields = {
-            "visit": str(job.visit + 1), "det": orjson.dumps(DetectionState().to_dict()), **TRIP_CLEARED
-        }
+            "visit": str(job.visit + 1), "det": orjson.dumps(DetectionState().to_dict()),
+            "det_t": detection["det_t"], **TRIP_CLEARED,
+        }  # fmt: skip
         if await self.jobs.transition(
             org, job, JobStatus.SCHEDULED,
             Event("job.completed", event.t, "geofence", summary, detail), fields=fields,
