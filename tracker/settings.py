@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     interval_moving_s: float = Field(default=10.0, gt=0)
     interval_idle_s: float = Field(default=60.0, gt=0)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        """Reject a Redis URL that redis-py can't connect to, before any server starts; empty means unset."""
+        if not value:
+            return None
+        if not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"be a URL that starts with {', '.join(REDIS_SCHEMES)}")
+        return value
+
     @field_validator("*", mode="before")
     @classmethod
     def _plain_number(cls, value: Any, info: ValidationInfo) -> Any:
@@ -117,6 +127,8 @@ class Settings(BaseSettings):
 
 
 _NONZERO_DIGIT = re.compile(r"[1-9]")
+#: The schemes redis-py accepts; ``?cluster=true`` selects the cluster client.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 # Longer invalid values are cut short in error messages.
 MAX_SHOWN_CHARS = 60

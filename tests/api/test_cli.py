@@ -487,3 +487,25 @@ def test_load_settings_surprising_number_rejected(
 def test_load_settings_plain_number_accepted(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("ENROUTE_ETA_MIN_INTERVAL_S", value)
     assert load_settings().eta_min_interval_s == float(value)
+
+
+def test_serve_bad_redis_url_named(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--data-dir", str(tmp_path / "data")],
+        check=False,
+        cwd=REPO_ROOT,
+        env={**os.environ, "ENROUTE_REDIS_URL": "foo://bar"},
+        capture_output=True,
+        text=True,
+        timeout=EXIT_LIMIT_S,
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        "enroute: ENROUTE_REDIS_URL is invalid: the value should be a URL that starts with "
+        "redis://, rediss://, unix://, got 'foo://bar'\n",
+    )
+
+
+def test_load_settings_empty_redis_url_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENROUTE_REDIS_URL", "")
+    assert load_settings().redis_url is None
