@@ -288,23 +288,29 @@ def command_demo(args: argparse.Namespace) -> int:
     return run_demo(args, _settings_from(args), _simulator_config)
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``enroute`` command."""
     parser = argparse.ArgumentParser(prog="enroute", description=__doc__)
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
-        help="log level (default info)",
-    )
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="log level (default info)")
+    # Each command takes --log-level too, after its name; it then overrides
+    # the one before the name.
+    level = argparse.ArgumentParser(add_help=False)
+    level.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help="log level (default info)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the server")
+    serve = commands.add_parser("serve", help="run the server", parents=[level])
     _add_server_flags(serve)
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
     serve.set_defaults(handler=command_serve)
 
     org = commands.add_parser("org", help="manage organisations")
     org_commands = org.add_subparsers(dest="org_command", required=True)
-    create = org_commands.add_parser("create", help="create an organisation; print its API key")
+    create = org_commands.add_parser(
+        "create", help="create an organisation; print its API key", parents=[level]
+    )
     create.add_argument("name")
     create.add_argument("--redis-url", help="external Redis URL (default: embedded server)")
     create.add_argument("--data-dir", help="folder of the embedded Redis (default ./.enroute)")
@@ -316,12 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
         "build",
         help="build and cache a road graph from .osm, .osm.gz, .osm.bz2, .osm.pbf, "
         ".graphml or a place name (online)",
+        parents=[level],
     )
     build.add_argument("source")
     build.add_argument("--cache-dir", help="where to write the compiled graph (default: beside the source)")
     build.set_defaults(handler=command_graph_build)
 
-    simulate = commands.add_parser("simulate", help="drive simulated contractors against a server")
+    simulate = commands.add_parser(
+        "simulate", help="drive simulated contractors against a server", parents=[level]
+    )
     simulate.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
     simulate.add_argument("--api-key", required=True, help="API key of the organisation to use")
     simulate.add_argument("--graph", help="road graph source file (default: bundled Helsinki)")
@@ -329,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--gpx", help="replay this GPX track with one contractor instead")
     simulate.set_defaults(handler=command_simulate)
 
-    demo = commands.add_parser("demo", help="run the server and a simulated fleet on real streets")
+    demo = commands.add_parser(
+        "demo", help="run the server and a simulated fleet on real streets", parents=[level]
+    )
     _add_server_flags(demo)
     _add_simulation_flags(demo, service_s=30.0, min_trip_s=20.0, max_trip_s=100.0)
     demo.set_defaults(handler=command_demo)

@@ -15,8 +15,8 @@ import httpx
 import psutil
 import pytest
 
+from api.cli import build_parser
 from support import REPO_ROOT, Api, ServerProcess, free_port, shared_dir, unique_name
-
 from tracker.settings import SettingsError, load_settings
 
 # A server that hangs instead of exiting fails the test after this long.
@@ -509,3 +509,15 @@ def test_serve_bad_redis_url_named(tmp_path: Path) -> None:
 def test_load_settings_empty_redis_url_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENROUTE_REDIS_URL", "")
     assert load_settings().redis_url is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [
+        (["graph", "build", "x.osm", "--log-level", "debug"], "debug"),
+        (["--log-level", "warning", "graph", "build", "x.osm"], "warning"),
+        (["graph", "build", "x.osm"], "info"),
+    ],
+)
+def test_parser_log_level_either_side(argv: list[str], level: str) -> None:
+    assert build_parser().parse_args(argv).log_level == level
