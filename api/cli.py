@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,8 @@ def command_simulate(args: argparse.Namespace) -> int:
             if route is not None:
                 contractor = simulator.contractors[0]
                 await contractor.register()
-                await contractor.replay(route)
+                deadline = time.time() + config.duration_s if config.duration_s else None
+                await contractor.replay(route, deadline)
             else:
                 await simulator.setup()
                 await simulator.run()
@@ -393,7 +395,7 @@ def _add_simulation_flags(
 ) -> None:
     parser.add_argument("--contractors", type=_positive_int, default=5, help="simulated contractors (default 5)")
     parser.add_argument("--jobs", type=_positive_int, default=3, help="jobs per contractor (default 3)")
-    parser.add_argument("--interval", type=_positive_seconds, help="seconds between pings (default: the server's advice)")
+    parser.add_argument("--interval", type=_positive_seconds, help="seconds between pings (default: the server's advice, or 5 with --gpx)")
     parser.add_argument("--service-s", type=_seconds_or_zero, default=service_s, help=f"seconds on site per job (default {service_s:g})")
     parser.add_argument(
         "--min-trip-s", type=_positive_seconds, default=min_trip_s,

@@ -46,6 +46,14 @@ OFFLINE_GAP_PROBABILITY = 0.15
 OFFLINE_GAP_RANGE_S = (20.0, 60.0)
 WILD_FIX_PROBABILITY = 0.004
 WILD_FIX_DISTANCE_M = (1_500.0, 4_000.0)
+#: Seconds between the fixes of a replayed track when --interval is not
+#: given: a contractor without a job is advised a minute, too sparse to follow.
+REPLAY_INTERVAL_S = 5.0
+#: Waits between reconnects after a lost device connection, doubling up to the last.
+RECONNECT_FIRST_S = 1.0
+RECONNECT_MAX_S = 30.0
+#: Close codes after which reconnecting can't help.
+FINAL_CLOSE_CODES = frozenset({1008, 4401})
 STOP_PROBABILITY_PER_EDGE = 0.08
 STOP_RANGE_S = (3.0, 20.0)
 SLOWDOWN_RANGE = (0.75, 1.0)
@@ -225,6 +233,9 @@ class SimulatedContractor:
         self.token = ""
         self.connection: Any = None
         self.advised_interval_s = 5.0
+        self.fixed_interval_s: float | None = None
+        self.deadline: float | None = None
+        self.ws_url = config.base_url.replace("http", "ws", 1) + "/v1/devices/stream"
         self.buffer: list[dict[str, Any]] = []
         self.offline_window = (0.0, 0.0)
         self.queue: list[tuple[str, int]] = []
@@ -276,13 +287,13 @@ class SimulatedContractor:
             planned_t = arrival_t + config.service_s
 
     async def run(self, deadline: float | None) -> None:
-        ws_url = self.config.base_url.replace("http", "ws", 1) + "/v1/devices/stream"
-        async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {self.token}"}) as ws:
-            self.connection = ws
+        self.deadline = deadline
+        await self._open()
+        try:
             for job_id, destination in self.queue:
                 if deadline is not None and time.time() >= deadline:
                     break
-                (await self.http.post(f"/v1/jobs/{job_id}/dispatch")).raise_for_status()
+                await self._dispatch(job_id)
                 route = self.planner.route(self.node, destination)
                 if not await self.drive(route, deadline):
                     break
@@ -293,6 +304,40 @@ class SimulatedContractor:
             if self.queue and (deadline is None or time.time() < deadline):
                 await self.leave(deadline)
             await self.flush_buffer()
+        finally:
+            await self._close()
+
+    async def _open(self) -> None:
+        self.connection = await websockets.connect(
+            self.ws_url, additional_headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    async def _close(self) -> None:
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            await connection.close()
+
+    async def _wait_to_retry(self, delay_s: float, what: str, error: Exception) -> float:
+        """Sleep before a retry and return the next delay; re-raise ``error`` when the deadline comes first."""
+        if self.deadline is not None and time.time() + delay_s >= self.deadline:
+            raise error
+        logger.warning("contractor %s: %s failed (%s); retrying in %.0f s", self.id, what, error, delay_s)
+        await asyncio.sleep(delay_s)
+        return min(delay_s * 2, RECONNECT_MAX_S)
+
+    async def _dispatch(self, job_id: str) -> None:
+        """Dispatch a job, retrying while the server restarts (connection errors and 503)."""
+        delay_s = RECONNECT_FIRST_S
+        while True:
+            try:
+                (await self.http.post(f"/v1/jobs/{job_id}/dispatch")).raise_for_status()
+                return
+            except httpx.TransportError as error:
+                delay_s = await self._wait_to_retry(delay_s, f"dispatching {job_id}", error)
+            except httpx.HTTPStatusError as error:
+                if error.response.status_code != 503:
+                    raise
+                delay_s = await self._wait_to_retry(delay_s, f"dispatching {job_id}", error)
 
     async def leave(self, deadline: float | None) -> None:
         """Drive away from the site, far enough for the departure to be confirmed."""
@@ -301,16 +346,19 @@ class SimulatedContractor:
         await self.drive(route, deadline)
         self.node = exit_node
 
-    async def replay(self, route: Route) -> None:
-        """Drive a recorded or planned track instead of a planned job queue."""
-        ws_url = self.config.base_url.replace("http", "ws", 1) + "/v1/devices/stream"
-        async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {self.token}"}) as ws:
-            self.connection = ws
-            await self.drive(route, None)
+    async def replay(self, route: Route, deadline: float | None = None) -> None:
+        """Drive a recorded or planned track instead of a planned job queue, until ``deadline``."""
+        self.deadline = deadline
+        self.fixed_interval_s = REPLAY_INTERVAL_S
+        await self._open()
+        try:
+            await self.drive(route, deadline)
             await self.flush_buffer()
+        finally:
+            await self._close()
 
     def interval_s(self) -> float:
-        return self.config.interval_s or self.advised_interval_s
+        return self.config.interval_s or self.fixed_interval_s or self.advised_interval_s
 
     async def drive(self, route: Route, deadline: float | None) -> bool:
         """Drive the route, pinging; return False when the deadline cut it short."""
@@ -367,9 +415,25 @@ class SimulatedContractor:
         await self.send({"pings": batch}, len(batch))
 
     async def send(self, frame: dict[str, Any], count: int) -> None:
+        """Send a frame and count its ack; after a lost connection, reconnect and send it again."""
         self.stats.pings_sent += count
-        await self.connection.send(orjson.dumps(frame).decode())
-        reply = orjson.loads(await self.connection.recv())
+        text = orjson.dumps(frame).decode()
+        delay_s = RECONNECT_FIRST_S
+        while True:
+            try:
+                if self.connection is None:
+                    await self._open()
+                await self.connection.send(text)
+                reply = orjson.loads(await self.connection.recv())
+                break
+            except websockets.ConnectionClosed as error:
+                if error.rcvd is not None and error.rcvd.code in FINAL_CLOSE_CODES:
+                    raise
+                self.connection = None
+                delay_s = await self._wait_to_retry(delay_s, "the device connection", error)
+            except (OSError, websockets.InvalidHandshake) as error:
+                self.connection = None
+                delay_s = await self._wait_to_retry(delay_s, "reconnecting", error)
         if reply.get("type") != "ack":
             self.stats.errors += 1
             logger.warning("contractor %s got an error reply: %s", self.id, reply.get("error"))

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import psutil
 import pytest
 
@@ -411,6 +412,22 @@ def test_simulate_existing_contractor(server: ServerProcess, api: Api, org: tupl
         "enroute: contractor sim-c1 already exists in this organisation; "
         "pass --prefix to use other ids (now 'sim')"
     )
+
+
+def test_simulate_gpx_stops_at_duration(server: ServerProcess, org: tuple[str, str], tmp_path: Path) -> None:
+    # About 1.2 km of streets: well over a minute at town speeds.
+    track = tmp_path / "long.gpx"
+    points = "".join(
+        f'<trkpt lat="{60.1640 + 0.0011 * i:.5f}" lon="24.9420"/>' for i in range(12)
+    )
+    track.write_text(f'<gpx version="1.1"><trk><trkseg>{points}</trkseg></trk></gpx>')
+    started = time.monotonic()
+    result = simulate(server.base_url, org[1], "--gpx", str(track), "--duration", "11", "--prefix", "gpx")
+    elapsed_s = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed_s < 40
+    # One fix every 5 s: at 0, 5 and 10 s, and one at the deadline.
+    assert orjson.loads(result.stdout)["pings_sent"] >= 3
 
 
 def test_simulate_wrong_api_key(server: ServerProcess) -> None:

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
+import websockets
 
-from benchmarks.simulator import RoutePlanner, load_gpx, noisy_fix, time_track
+from benchmarks import simulator
+from benchmarks.simulator import (
+    RoutePlanner,
+    SimStats,
+    SimulatedContractor,
+    SimulatorConfig,
+    load_gpx,
+    noisy_fix,
+    time_track,
+)
 from eta.build import load_graph
 from support import shared_dir
 
@@ -85,3 +97,37 @@ def test_time_track_shared_andorra_gpx(graph_cache_dir: Path) -> None:
     route = time_track(graph, points)
     assert len(points) == 21
     assert np.all(np.diff(route.time_s) > 0)
+
+
+async def test_contractor_send_survives_server_restart(  # type: ignore[no-untyped-def]
+    helsinki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A device endpoint that acks each frame, but closes the first
+    # connection with 1012 (service restart) before acking anything.
+    connections = 0
+
+    async def endpoint(connection: websockets.ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        async for _ in connection:
+            if connections == 1:
+                await connection.close(1012, "restarting")
+                return
+            ack = {"type": "ack", "accepted": 1, "duplicates": 0, "rejected": [], "next_interval_s": 5}
+            await connection.send(orjson.dumps(ack).decode())
+
+    async with websockets.serve(endpoint, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        config = SimulatorConfig(base_url=f"http://127.0.0.1:{port}", api_key="k")
+        stats = SimStats()
+        contractor = SimulatedContractor(
+            0, config, RoutePlanner(helsinki, random.Random(1)), None, stats, random.Random(1)  # type: ignore[arg-type]
+        )
+        contractor.deadline = time.time() + 30
+        monkeypatch.setattr(simulator, "RECONNECT_FIRST_S", 0.05)
+        await contractor._open()
+        try:
+            await contractor.send({"t": time.time(), "lat": 60.17, "lon": 24.94}, 1)
+        finally:
+            await contractor._close()
+    assert (connections, stats.accepted) == (2, 1)
