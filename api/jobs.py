@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -225,11 +226,22 @@ async def read_events(
     request: Request,
     org: str = Depends(require_org),
     after: str = Query("0-0", description="cursor: the id of the last event read"),
+    since: str | None = Query(None, description="ISO 8601 time: start with the events stored from then on"),
     limit: int = Query(100, ge=1, le=1000),
 ) -> Response:
     runtime = runtime_of(request)
+    start = f"({after}"
+    if since is not None:
+        if after != "0-0":
+            raise HTTPException(422, f"give after or since, not both (after {after!r}, since {since!r})")
+        try:
+            since_t = parse_iso("since", since)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
+        # A stream id starts with the time the event was stored, in Unix ms.
+        start = f"{max(0, math.floor(since_t * 1000))}-0"
     try:
-        entries = await runtime.redis.xrange(keys.org_events(org), f"({after}", "+", count=limit)
+        entries = await runtime.redis.xrange(keys.org_events(org), start, "+", count=limit)
     except Exception as error:  # redis.ResponseError: invalid stream id
         if "Invalid stream ID" not in str(error):
             raise

@@ -505,6 +505,31 @@ def test_events_feed_replays_in_order(api: Api) -> None:
     assert kinds == [("j1", "job.en_route"), ("j2", "job.en_route"), ("j1", "job.cancelled")]
 
 
+def test_events_since_skips_older(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600))
+    api.post("/v1/jobs/j1/dispatch")
+    time.sleep(0.05)
+    since = iso(time.time())
+    api.post("/v1/jobs/j1/cancel")
+    events = api.get("/v1/events", since=since).json()["events"]
+    assert [e["type"] for e in events] == ["job.cancelled"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"since": "yesterday"}, "since must be an ISO 8601 time, got 'yesterday'"),
+        ({"since": "2026-12-05T10:00:00"}, "since must carry a UTC offset"),
+        ({"since": "2026-12-05T10:00:00Z", "after": "1-0"}, "give after or since, not both"),
+    ],
+)
+def test_events_since_invalid_422(api: Api, params: dict[str, str], message: str) -> None:
+    response = api.get("/v1/events", **params)
+    assert (response.status_code, message in response.json()["detail"]) == (422, True)
+
+
 def test_events_bad_cursor_422(api: Api) -> None:
     response = api.get("/v1/events", after="not-a-cursor")
     assert response.status_code == 422
