@@ -15,6 +15,7 @@ import {
   formatEta,
   formatTime,
   formatTimeRange,
+  shownFlags,
   statusLabel,
 } from "/static/format.js";
 import { glideDurationMs, glideMarker } from "/static/motion.js";
@@ -30,6 +31,12 @@ const MARKER_AGE_TICK_MS = 10000;
 const OLD_FIX_S = 300;
 const NEARBY_LIMIT = 5;
 const MAX_EVENTS_SHOWN = 20;
+const CLOSED_STATUSES = ["completed", "cancelled"];
+// Completed and cancelled jobs stay listed this long after the event that
+// closed them. The page reads the event stream this far back on start.
+const CLOSED_JOBS_KEPT_MS = 12 * 3600 * 1000;
+const EVENT_PAGE_LIMIT = 1000;
+const MAX_EVENT_PAGES = 10;
 // Heatmap classes: lower bound of each class's contractor count.
 const HEAT_CLASS_MINIMUMS = [1, 2, 4, 8, 16, 32];
 const HEAT_COLOURS = ["#fde0c5", "#facba6", "#f8b58b", "#f59e72", "#ef6a4c", "#c4372b"];
@@ -134,6 +141,7 @@ function signOut() {
   }
   state.jobs = new Map();
   renderJobs();
+  ui.events.replaceChildren();
   drawHexes([]);
   state.errors.clear();
   showNotice("");
@@ -414,6 +422,9 @@ function jobSummary(job) {
   if (job.window) {
     parts.push(`window ${formatTimeRange(job.window.start, job.window.end)}`);
   }
+  if (CLOSED_STATUSES.includes(job.status) && Number.isFinite(job.closedAtMs)) {
+    parts.push(`${job.status} ${formatTime(job.closedAtMs)}`);
+  }
   return parts.join(" · ");
 }
 
@@ -426,7 +437,7 @@ function jobItem(job) {
   button.setAttribute("aria-label", `Show job ${job.id} on the map`);
   button.append(element("span", "job-id", job.id));
   button.append(element("span", `job-status status-${job.status}`, statusLabel(job.status)));
-  for (const flag of job.flags || []) {
+  for (const flag of shownFlags(job.flags || [])) {
     const badge = element("span", `flag flag-${flag}`, flagLabel(flag));
     badge.dataset.flag = flag;
     button.append(badge);
@@ -478,10 +489,19 @@ function renderJobsSoon() {
   });
 }
 
+/** Return whether the list shows `job`: open, or closed less than CLOSED_JOBS_KEPT_MS ago. */
+function isListed(job, nowMs) {
+  if (!CLOSED_STATUSES.includes(job.status)) {
+    return true;
+  }
+  return Number.isFinite(job.closedAtMs) && nowMs - job.closedAtMs < CLOSED_JOBS_KEPT_MS;
+}
+
 function renderJobs() {
-  const jobs = [...state.jobs.values()].sort(compareJobs);
+  const nowMs = Date.now();
+  const jobs = [...state.jobs.values()].filter((job) => isListed(job, nowMs)).sort(compareJobs);
   if (jobs.length === 0) {
-    ui.jobList.replaceChildren(element("li", "empty", "No open jobs."));
+    ui.jobList.replaceChildren(element("li", "empty", "No open jobs, and none closed in the last 12 hours."));
   } else {
     ui.jobList.replaceChildren(...jobs.map(jobItem));
   }
@@ -546,10 +566,13 @@ async function loadJobs() {
   if (state.key !== key) {
     return; // signed out while the request ran
   }
-  // Jobs that closed since the last load stay listed with their status.
+  // GET /v1/jobs lists open jobs only, and carries no closing time, so
+  // closed jobs come from the events that closed them. A job closed by an
+  // event that arrived while this request ran stays closed, because
+  // completed and cancelled are final.
   const fresh = new Map(body.jobs.map((job) => [job.id, job]));
   for (const [jobId, job] of state.jobs) {
-    if (!fresh.has(jobId) && ["completed", "cancelled"].includes(job.status)) {
+    if (CLOSED_STATUSES.includes(job.status) && isListed(job, Date.now())) {
       fresh.set(jobId, job);
     }
   }
@@ -585,9 +608,28 @@ function applyJob(update) {
   renderJobsSoon();
 }
 
-function applyEvent(event) {
+/** Record that `event` closed its job, adding the job from the event when the list lacks it. */
+function closeJob(event) {
+  const atMs = event.at ? Date.parse(event.at) : NaN;
+  const known = state.jobs.get(event.job_id) || {
+    id: event.job_id,
+    contractor_id: event.contractor_id,
+    window: null,
+  };
+  state.jobs.set(event.job_id, {
+    ...known,
+    status: event.status,
+    flags: event.flags || [],
+    closedAtMs: Number.isFinite(atMs) ? atMs : Date.now(),
+  });
+  renderJobsSoon();
+}
+
+function applyEvent(event, eventId) {
   const job = state.jobs.get(event.job_id);
-  if (job) {
+  if (CLOSED_STATUSES.includes(event.status)) {
+    closeJob(event);
+  } else if (job) {
     job.status = event.status;
     job.flags = event.flags || [];
     renderJobsSoon();
@@ -597,11 +639,54 @@ function applyEvent(event) {
   if (event.contractor_id) {
     setContractorStatus(event.contractor_id, event.job_id, event.status);
   }
-  logEvent(event);
+  logEvent(event, eventId);
 }
 
-/** Insert `event` into the list, which stays ordered newest first by event time. */
-function logEvent(event) {
+/**
+ * Load the events of the last CLOSED_JOBS_KEPT_MS: the newest go to the
+ * event list, and those that closed a job add it to the job list.
+ */
+async function loadRecentEvents() {
+  const key = state.key;
+  // The first page starts at a time, and the next ones after its cursor.
+  const since = new Date(Date.now() - CLOSED_JOBS_KEPT_MS).toISOString();
+  let query = `since=${encodeURIComponent(since)}&limit=${EVENT_PAGE_LIMIT}`;
+  const events = [];
+  for (let page = 0; page < MAX_EVENT_PAGES; page += 1) {
+    const body = await apiGet(`/v1/events?${query}`);
+    if (state.key !== key) {
+      return; // signed out while the request ran
+    }
+    events.push(...body.events);
+    query = `after=${encodeURIComponent(body.cursor)}&limit=${EVENT_PAGE_LIMIT}`;
+    if (body.events.length < EVENT_PAGE_LIMIT) {
+      break;
+    }
+    if (page === MAX_EVENT_PAGES - 1) {
+      // NOTE: the newest events and closed jobs past this cap appear only
+      // as live messages bring them.
+      console.warn(`loaded the first ${events.length} events of the last ${CLOSED_JOBS_KEPT_MS / 3600000} h only`);
+    }
+  }
+  for (const event of events) {
+    if (CLOSED_STATUSES.includes(event.status)) {
+      closeJob(event);
+    }
+  }
+  for (const event of events.slice(-MAX_EVENTS_SHOWN)) {
+    logEvent(event, event.id);
+  }
+  clearError("events");
+}
+
+/**
+ * Insert `event` into the list, which stays ordered newest first by event
+ * time. An event whose stream id `eventId` is listed already is skipped.
+ */
+function logEvent(event, eventId) {
+  if (eventId && [...ui.events.children].some((other) => other.dataset.eventId === eventId)) {
+    return;
+  }
   const atMs = event.at ? Date.parse(event.at) : NaN;
   const time = Number.isFinite(atMs) ? formatTime(atMs) : "";
   const kind = String(event.type || "event").replace(/^job\./, "");
@@ -610,6 +695,9 @@ function logEvent(event) {
   // An event without a time sorts as just received.
   const sortMs = Number.isFinite(atMs) ? atMs : Date.now();
   item.dataset.atMs = String(sortMs);
+  if (eventId) {
+    item.dataset.eventId = eventId;
+  }
   const older = [...ui.events.children].find((other) => Number(other.dataset.atMs) < sortMs);
   ui.events.insertBefore(item, older || null);
   while (ui.events.children.length > MAX_EVENTS_SHOWN) {
@@ -623,7 +711,7 @@ function onMessage(message) {
   } else if (message.type === "job" && message.job) {
     applyJob(message.job);
   } else if (message.type === "event" && message.event) {
-    applyEvent(message.event);
+    applyEvent(message.event, message.id);
   }
 }
 
@@ -636,6 +724,7 @@ function onConnectionState(stateName, detail) {
       state.reconnecting = false;
       loadFleet().catch((error) => reportError(error, "Reloading the fleet", "fleet"));
       loadJobs().catch((error) => reportError(error, "Reloading jobs", "jobs"));
+      loadRecentEvents().catch((error) => reportError(error, "Reloading events", "events"));
     }
   } else if (stateName === "connecting") {
     ui.connection.textContent = "Connecting…";
@@ -665,10 +754,11 @@ async function begin(key) {
   state.key = key;
   ui.keyForm.hidden = true;
   ui.connection.textContent = "Loading…";
-  const [fleetResult, jobsResult] = await Promise.allSettled([loadFleet(), loadJobs()]);
+  const results = await Promise.allSettled([loadFleet(), loadJobs(), loadRecentEvents()]);
   for (const [result, where, topic] of [
-    [fleetResult, "Loading the fleet", "fleet"],
-    [jobsResult, "Loading jobs", "jobs"],
+    [results[0], "Loading the fleet", "fleet"],
+    [results[1], "Loading jobs", "jobs"],
+    [results[2], "Loading events", "events"],
   ]) {
     if (result.status === "rejected") {
       reportError(result.reason, where, topic);

@@ -32,6 +32,17 @@ export function flagLabel(flag) {
   return FLAG_LABELS[flag] || String(flag);
 }
 
+/**
+ * Return the job flags worth showing: "no_show" outranks "late", because once
+ * the appointment window has passed, a prediction after its end adds nothing.
+ */
+export function shownFlags(flags) {
+  if (!flags.includes("no_show")) {
+    return flags;
+  }
+  return flags.filter((flag) => flag !== "late");
+}
+
 /** Format a time (ISO string or Unix milliseconds) as local "14:05". */
 export function formatTime(time) {
   return timeFormat.format(new Date(time));

@@ -6,7 +6,7 @@
 // "event" messages of the WebSocket /v1/track/{token}/ws.
 
 import { createBaseMap, fetchConfig } from "/static/basemap.js";
-import { formatAge, formatEta, formatTime, formatTimeRange, statusLabel } from "/static/format.js";
+import { formatAge, formatEta, formatTime, formatTimeRange, shownFlags, statusLabel } from "/static/format.js";
 import { glideDurationMs, glideMarker, planGlide, stopGlide } from "/static/motion.js";
 import { LiveSocket, socketUrl } from "/static/socket.js";
 
@@ -27,9 +27,12 @@ const CUSTOMER_FLAG_LABELS = {
 const TERMINAL_STATUSES = ["completed", "cancelled"];
 
 const LINK_MESSAGES = {
-  [CLOSE_NOT_FOUND]: "This tracking link was not found. Check that you opened the whole link.",
-  [CLOSE_EXPIRED]: "This tracking link has expired.",
+  [CLOSE_NOT_FOUND]:
+    "This tracking link was not found. Check that you opened the whole link, " +
+    "or ask your contractor for a new one.",
+  [CLOSE_EXPIRED]: "This tracking link has expired. Ask your contractor for a new link if you still need one.",
 };
+const INCOMPLETE_LINK_MESSAGE = "This tracking link is incomplete. Open the whole link from your message.";
 
 // Shared with tests and the browser console: the map, the contractor's
 // marker (null while hidden) and the last "update" message applied.
@@ -46,6 +49,7 @@ const state = {
   arrivedAt: null,
   framed: false,
   userMoved: false,
+  unavailable: false,
 };
 window.enrouteTrack = state;
 
@@ -103,6 +107,24 @@ function showNotice(text, action = null) {
   ui.notice.hidden = false;
 }
 
+/**
+ * Replace the job's details with `message`, for a link that shows no job:
+ * incomplete, not found or expired. Nothing on the page changes after this.
+ */
+function showUnavailable(message) {
+  state.unavailable = true;
+  document.body.classList.add("track-unavailable");
+  ui.arrival.textContent = "Tracking unavailable";
+  document.title = "Tracking unavailable · enroute";
+  for (const node of [ui.address, ui.detail, ui.appointment, ui.fixAge, ui.connection]) {
+    node.textContent = "";
+  }
+  ui.flags.hidden = true;
+  ui.steps.hidden = true;
+  ui.map.hidden = true;
+  showNotice(message);
+}
+
 // ---- summary panel ----------------------------------------------------
 
 // The window comes from the last fix. Once its end has passed without a
@@ -152,6 +174,9 @@ function arrivalDetail(update) {
   if (update.status === "scheduled" && appointmentPassed(update)) {
     return "Waiting for your contractor to set off";
   }
+  if (update.status === "completed") {
+    return state.arrivedAt ? `Arrived at ${formatTime(state.arrivedAt)}` : "";
+  }
   if (update.status !== "en_route" || !Number.isFinite(update.eta_s) || windowPassed(update)) {
     return "";
   }
@@ -178,10 +203,7 @@ function renderSummary(update) {
  * headline already states that its window has passed.
  */
 function customerFlags(update) {
-  let flags = update.flags || [];
-  if (flags.includes("no_show")) {
-    flags = flags.filter((flag) => flag !== "late");
-  }
+  let flags = shownFlags(update.flags || []);
   if (update.status === "scheduled" && appointmentPassed(update)) {
     flags = flags.filter((flag) => flag !== "no_show");
   }
@@ -360,6 +382,9 @@ function updateAccuracy(position, latlng) {
  */
 function watchMapSize(map) {
   const observer = new ResizeObserver(() => {
+    if (state.unavailable) {
+      return; // the map is hidden
+    }
     map.invalidateSize({ pan: false });
     state.framed = false;
     frameMap();
@@ -465,6 +490,9 @@ function applyEvent(event) {
 }
 
 function onMessage(message) {
+  if (state.unavailable) {
+    return;
+  }
   if (message.type === "update") {
     applyUpdate(message);
   } else if (message.type === "event" && message.event) {
@@ -493,8 +521,10 @@ function onConnectionState(socket, stateName, detail) {
         label: "Reconnect",
         run: () => socket.connect(),
       });
+    } else if (detail.code in LINK_MESSAGES) {
+      showUnavailable(LINK_MESSAGES[detail.code]);
     } else {
-      showNotice(LINK_MESSAGES[detail.code] || `Live updates ended (code ${detail.code}).`);
+      showNotice(`Live updates ended (code ${detail.code}).`);
     }
   }
 }
@@ -513,7 +543,7 @@ function connect(token) {
 async function main() {
   const token = tokenFromPath(window.location.pathname);
   if (token === null) {
-    showNotice("This tracking link is incomplete. Open the whole link from your message.");
+    showUnavailable(INCOMPLETE_LINK_MESSAGE);
     return;
   }
   const snapshotRequest = fetchSnapshot(token);
@@ -532,14 +562,17 @@ async function main() {
     applyUpdate(await snapshotRequest);
   } catch (error) {
     if (error instanceof LinkError) {
-      ui.arrival.textContent = "Tracking unavailable";
-      showNotice(error.message);
+      showUnavailable(error.message);
       return;
     }
     console.warn("snapshot unavailable, waiting for the live connection:", error);
   }
   connect(token);
-  setInterval(() => {
+  const timer = setInterval(() => {
+    if (state.unavailable) {
+      clearInterval(timer);
+      return;
+    }
     renderFixAge();
     // An arrival window can pass between two updates.
     if (state.lastUpdate !== null) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,4 +301,100 @@ async def test_dispatch_page_filters_heatmap(
     await expect(hex_count).to_have_attribute("data-count", "1", timeout=WAIT_MS)
     filtered = [url for url in desktop_page.urls if "status=en_route" in url]
     assert filtered != []
+    assert desktop_page.errors == []
+
+
+async def test_dispatch_page_lists_closed_jobs(
+    web_server: ServerProcess, web_api: Api, web_org: tuple[str, str], desktop_page: Any
+) -> None:
+    contractor_id = unique_name("c")
+    web_api.contractor(contractor_id)
+    cancelled_id = create_job(web_api, contractor_id, dispatch=True)
+    response = web_api.post(f"/v1/jobs/{cancelled_id}/cancel")
+    assert response.status_code == 200, response.text
+    page = desktop_page.page
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+
+    cancelled_item = page.locator(f"[data-testid=job-list] li[data-job-id='{cancelled_id}']")
+    await expect(cancelled_item).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
+    events = page.locator("[data-testid=events] li")
+    await expect(events).to_have_count(2, timeout=WAIT_MS)
+    event_texts = await events.all_text_contents()
+    assert f"{cancelled_id} cancelled" in event_texts[0]
+    assert f"{cancelled_id} en_route" in event_texts[1]
+    assert desktop_page.errors == []
+
+
+def scripted_event(event_id: str, job_id: str, status: str, at: float) -> dict[str, Any]:
+    """Return an event as GET /v1/events lists it."""
+    return {
+        "id": event_id,
+        "type": f"job.{status}",
+        "job_id": job_id,
+        "contractor_id": f"c-{job_id}",
+        "status": status,
+        "at": iso(at),
+        "flags": [],
+    }
+
+
+async def test_dispatch_page_merges_events(
+    web_server: ServerProcess, web_org: tuple[str, str], desktop_page: Any
+) -> None:
+    now = time.time()
+    job = scripted_job("f-open", "en_route", now - 600)
+    past = [
+        scripted_event("100-0", "f-open", "en_route", now - 300),
+        scripted_event("101-0", "f-gone", "cancelled", now - 200),
+        scripted_event("102-0", "f-old", "completed", now - 13 * 3600),
+    ]
+    after_reconnect = scripted_event("104-0", "f-open", "arrived", now - 10)
+    event_requests: list[str] = []
+
+    async def reply_events(route: Any) -> None:
+        event_requests.append(route.request.url)
+        body = past if len(event_requests) == 1 else [*past, after_reconnect]
+        await route.fulfill(json={"events": body, "cursor": body[-1]["id"]})
+
+    page = desktop_page.page
+    await page.route("**/v1/jobs", lambda route: route.fulfill(json={"jobs": [job]}))
+    await page.route(re.compile(r"/v1/events\?"), reply_events)
+    sockets = await open_scripted_feed(page)
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+    events = page.locator("[data-testid=events] li")
+    await expect(events).to_have_count(3, timeout=WAIT_MS)
+    job_ids = page.locator("[data-testid=job-list] li")
+    await expect(job_ids).to_have_count(2)
+    listed = await job_ids.evaluate_all("(nodes) => nodes.map((node) => node.dataset.jobId)")
+    assert listed == ["f-open", "f-gone"]
+
+    # A live copy of a loaded event is skipped, and a new one is inserted.
+    while not sockets:
+        await asyncio.sleep(0.05)
+    duplicate = {"type": "event", "id": "101-0", "event": past[1]}
+    sockets[0].send(json.dumps(duplicate))
+    live = scripted_event("103-0", "f-open", "en_route", now - 60)
+    sockets[0].send(json.dumps({"type": "event", "id": "103-0", "event": live}))
+    await expect(events).to_have_count(4, timeout=WAIT_MS)
+
+    # After a reconnect the page loads the events again.
+    await sockets[0].close(code=1011)
+    await expect(events).to_have_count(5, timeout=WAIT_MS)
+    event_ids = await events.evaluate_all("(nodes) => nodes.map((node) => node.dataset.eventId)")
+    assert event_ids == ["104-0", "103-0", "101-0", "100-0", "102-0"]
+    assert len(event_requests) == 2
+    assert desktop_page.errors == []
+
+
+async def test_dispatch_page_no_show_hides_late(
+    web_server: ServerProcess, web_org: tuple[str, str], desktop_page: Any
+) -> None:
+    job = scripted_job("f-open", "en_route", time.time() - 3600, flags=["stale", "no_show", "late"])
+    page = desktop_page.page
+    await page.route("**/v1/jobs", lambda route: route.fulfill(json={"jobs": [job]}))
+    await page.goto(f"{web_server.base_url}/dispatch#key={web_org[1]}")
+    badges = page.locator("[data-testid=job-list] li[data-job-id='f-open'] .flag")
+    await expect(badges).to_have_count(2, timeout=WAIT_MS)
+    shown_flags = await badges.evaluate_all("(nodes) => nodes.map((node) => node.dataset.flag)")
+    assert sorted(shown_flags) == ["no_show", "stale"]
     assert desktop_page.errors == []

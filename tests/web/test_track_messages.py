@@ -280,3 +280,70 @@ async def test_reconnect_note(web_server: ServerProcess, phone_page: Any) -> Non
     await track.connected(2)
     await expect(connection).to_have_text("Reconnected", timeout=WAIT_MS)
     assert phone_page.errors == []
+
+
+LAYOUT_AT_320 = """() => {
+  const steps = [...document.querySelectorAll("[data-testid=status] li:not([hidden])")]
+    .filter((step) => step.getClientRects().length > 0);
+  return {
+    documentWidth: document.documentElement.scrollWidth,
+    stepsCut: steps.filter((step) => step.scrollWidth > step.clientWidth).map((step) => step.textContent),
+    stepsOutside: steps.filter((step) => step.getBoundingClientRect().right > window.innerWidth)
+      .map((step) => step.textContent),
+  };
+}"""
+
+
+async def test_every_status_fits_320(
+    web_server: ServerProcess, browser: Any, artifacts_dir: Path
+) -> None:
+    context = await browser.new_context(
+        viewport=SMALL_PHONE_VIEWPORT, locale="en-GB", timezone_id="Europe/Helsinki"
+    )
+    page = await context.new_page()
+    now = time.time()
+    track = ScriptedTrack(page, update("scheduled"))
+    await track.open(web_server)
+    current_step = page.locator("[data-testid=status] [aria-current=step]")
+    labels = {
+        "scheduled": "Scheduled",
+        "en_route": "On the way",
+        "arrived": "Arrived",
+        "completed": "Completed",
+        "cancelled": "Cancelled",
+    }
+    for status, label in labels.items():
+        await track.send(update(status, arrived_at=iso(now - 60) if status == "arrived" else None))
+        await expect(current_step).to_have_text(label, timeout=WAIT_MS)
+        await page.wait_for_timeout(100)
+        await page.screenshot(path=artifacts_dir / f"track-320-{status}.png", full_page=True)
+        layout = await page.evaluate(LAYOUT_AT_320)
+        assert layout["documentWidth"] == SMALL_PHONE_VIEWPORT["width"], status
+        assert layout["stepsCut"] == [], status
+        assert layout["stepsOutside"] == [], status
+    await context.close()
+
+
+async def test_completed_shows_arrival(web_server: ServerProcess, phone_page: Any) -> None:
+    arrived_at = time.time() - 1800
+    track = ScriptedTrack(phone_page.page, update("completed", arrived_at=iso(arrived_at)))
+    await track.open(web_server)
+    page = phone_page.page
+    await expect(page.get_by_test_id("arrival-window")).to_have_text("Job completed", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("arrival-detail")).to_have_text(
+        f"Arrived at {local_time(arrived_at)}"
+    )
+    assert phone_page.errors == []
+
+
+async def test_expired_link_final_state(web_server: ServerProcess, phone_page: Any) -> None:
+    page = phone_page.page
+    await page.route(f"**/v1/track/{TOKEN}", lambda route: route.fulfill(status=410, json={}))
+    await page.goto(f"{web_server.base_url}/track/{TOKEN}")
+    notice = page.get_by_test_id("notice")
+    await expect(notice).to_contain_text("expired", timeout=WAIT_MS)
+    await expect(notice).to_contain_text("Ask your contractor for a new link")
+    await expect(page.get_by_test_id("arrival-window")).to_have_text("Tracking unavailable")
+    await expect(page.get_by_test_id("status")).to_be_hidden()
+    await expect(page.locator("#map")).to_be_hidden()
+    assert phone_page.errors == []

@@ -170,6 +170,10 @@ async def test_track_page_unknown_link(web_server: ServerProcess, phone_page: An
     notice = page.get_by_test_id("notice")
     await expect(notice).to_be_visible(timeout=WAIT_MS)
     await expect(notice).to_contain_text("not found")
+    await expect(notice).to_contain_text("ask your contractor for a new one")
+    await expect(page.get_by_test_id("arrival-window")).to_have_text("Tracking unavailable")
+    await expect(page.get_by_test_id("status")).to_be_hidden()
+    await expect(page.locator("#map")).to_be_hidden()
     assert phone_page.errors == []
 
 
@@ -177,6 +181,10 @@ async def test_track_page_link_without_token(web_server: ServerProcess, phone_pa
     page = phone_page.page
     await page.goto(f"{web_server.base_url}/track/")
     await expect(page.get_by_test_id("notice")).to_contain_text("This tracking link is incomplete", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("arrival-window")).to_have_text("Tracking unavailable")
+    await expect(page.get_by_test_id("status")).to_be_hidden()
+    await expect(page.locator("#map")).to_be_hidden()
+    assert phone_page.errors == []
 
 
 async def test_track_page_link_expires_while_open(
@@ -190,4 +198,6 @@ async def test_track_page_link_expires_while_open(
 
     notice = page.get_by_test_id("notice")
     await expect(notice).to_contain_text("expired", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("arrival-window")).to_have_text("Tracking unavailable")
+    await expect(page.get_by_test_id("status")).to_be_hidden()
     assert phone_page.errors == []
