@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 #: Frames with more pings than this are validated, stored and handed to the
 #: observers in chunks of this many, in fix-time order, with the event loop
 #: free in between. A 10,000-ping offline upload handled whole held every
-#: other connection of the process for about 130 ms.
-CHUNK_PINGS = 1000
+#: other connection of the process for about 130 ms, and in chunks of 1,000
+#: about 17 ms, against 11 ms in chunks of 250 (one probe each).
+CHUNK_PINGS = 250
 
 _fix_time = attrgetter("t")
 

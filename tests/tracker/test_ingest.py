@@ -14,7 +14,7 @@ import pytest
 from redis.exceptions import ResponseError
 
 from tracker import keys
-from tracker.ingest import Ingest
+from tracker.ingest import CHUNK_PINGS, Ingest
 from tracker.pings import Ping
 from tracker.settings import load_settings
 from tracker.store import PingWriter, StoreResult, connect, is_transient_reply
@@ -211,4 +211,5 @@ async def test_ingest_large_frame_lets_other_work_run_before_writing(redis_url: 
         ingest.writer.write = recorded_write  # type: ignore[method-assign]
         asyncio.get_running_loop().call_soon(order.append, "other")
         await ingest.handle_frame(f"ingest-{uuid.uuid4().hex[:8]}", "c1", reversed_batch(2500, set()))
-    assert order == ["other", "write 1000", "write 1000", "write 500"]
+    sizes = [len(range(start, min(start + CHUNK_PINGS, 2500))) for start in range(0, 2500, CHUNK_PINGS)]
+    assert order == ["other", *(f"write {size}" for size in sizes)]
