@@ -213,6 +213,16 @@ async def dispatch_job(
                 f"at must lie within the {settings.history_days:g}-day history and at most "
                 f"{settings.max_future_s:.0f} s ahead, got {body.at}",
             )
+        # A dispatch back-dated into an earlier visit would count that
+        # visit's pings for the next one.
+        timeline = await lifecycle_of(request).jobs.timeline(org, job_id)
+        if timeline and at_t < timeline[-1]["t"]:
+            last = timeline[-1]
+            raise HTTPException(
+                422,
+                f"at must not be before the job's last event ({last['type']} at {last['at']}), "
+                f"got {body.at}",
+            )
     return await _move(request, org, job_id, JobStatus.EN_ROUTE, "dispatch", at_t)
 
 

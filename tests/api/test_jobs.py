@@ -618,3 +618,17 @@ async def test_next_visit_shows_no_old_eta(server: ServerProcess, api: Api) -> N
     second = api.get("/v1/jobs/j1").json()
     assert (between["status"], between["eta_s"], between["arrival_window"]) == ("scheduled", None, None)
     assert (second["status"], second["eta_s"], second["arrival_window"]) == ("en_route", None, None)
+
+
+async def test_dispatch_backdated_into_last_visit_422(server: ServerProcess, api: Api) -> None:
+    token = api.contractor("c1")
+    t0 = time.time() - 1500
+    api.post("/v1/jobs", visits_body("j1", "c1", [(t0, t0 + 3600), (t0 + 3700, t0 + 7200)]))
+    api.post("/v1/jobs/j1/dispatch", {"at": iso(t0)})
+    async with Device(server.ws_url, token) as device:
+        await device.send({"pings": scripted_visit(t0 + 60)})
+    response = api.post("/v1/jobs/j1/dispatch", {"at": iso(t0 + 600)})
+    assert (response.status_code, "at must not be before the job's last event (job.completed at" in response.text) == (
+        422,
+        True,
+    )
