@@ -143,19 +143,20 @@ class Ingest:
 
         statuses = result.statuses
         duplicates = statuses.count("d")
-        if duplicates:
-            # A duplicate may be a ping whose first write ran but whose
-            # observers never did: the reply was lost, or the process died
-            # before they ran. So the observers get duplicates as history,
-            # and the lifecycle replays the visit when it has seen them.
-            statuses = statuses.replace("d", "h")
-            if result.retried:
-                # The device hash shows which of them is the latest position.
-                logger.info(
-                    "org %s device %s: write retried; %d duplicate pings go to the observers as stored",
-                    org, device_id, duplicates,
-                )  # fmt: skip
-                statuses = await self._mark_latest(org, device_id, pings, statuses)
+        if duplicates and result.retried:
+            # A lost reply hid from the observers what the first attempt
+            # stored, so they get those pings now: as history, except the
+            # one that the device hash shows as its latest position.
+            logger.info(
+                "org %s device %s: write retried; %d duplicate pings go to the observers as stored",
+                org, device_id, duplicates,
+            )  # fmt: skip
+            statuses = await self._mark_latest(org, device_id, pings, statuses.replace("d", "h"))
+        elif duplicates:
+            # A duplicate may be a ping whose observers never ran: the device
+            # sends a frame again when the process died before its ack. So
+            # the observers get duplicates too, marked "r" (resent).
+            statuses = statuses.replace("d", "r")
         if self.observers:
             stored: list[tuple[Ping, str]] = []
             # A sort keeps frame order among equal fix times, so the copy

@@ -319,21 +319,23 @@ class Lifecycle:
         # connections during a reconnect) are merged. Their job fields were
         # all read before the batch, so one by one the second would undo
         # what the first found. The later frame's fields are the newest.
-        merged: dict[tuple[str, str], tuple[_Frame, list[Ping], Ping | None]] = {}
+        merged: dict[tuple[str, str], tuple[_Frame, list[Ping], Ping | None, set[float]]] = {}
         for frame in frames:
             usable = [ping for ping, status in frame.stored if status != "j" and _accurate(ping)]
             latest = max((ping for ping, status in frame.stored if status == "l"),
                          key=lambda ping: ping.t, default=None)  # fmt: skip
+            resent = {ping.t for ping, status in frame.stored if status == "r"}
             key = (frame.org, frame.device_id)
             if key in merged:
-                _, earlier, earlier_latest = merged[key]
+                _, earlier, earlier_latest, earlier_resent = merged[key]
                 usable = sorted([*earlier, *usable], key=lambda ping: ping.t)
+                resent |= earlier_resent
                 if latest is None or (earlier_latest is not None and earlier_latest.t > latest.t):
                     latest = earlier_latest
-            merged[key] = (frame, usable, latest)
+            merged[key] = (frame, usable, latest, resent)
 
-        advancing: list[tuple[_Frame, list[Ping]]] = []
-        for frame, usable, latest in merged.values():
+        advancing: list[tuple[_Frame, list[Ping], set[float]]] = []
+        for frame, usable, latest, resent in merged.values():
             if latest is not None:
                 batch.publish(
                     frame.org,
@@ -341,12 +343,12 @@ class Lifecycle:
                      "fix": orjson.Fragment(latest.to_json())},
                 )  # fmt: skip
             if frame.result.open_jobs and usable:
-                advancing.append((frame, usable))
+                advancing.append((frame, usable, resent))
         if advancing:
             # The ingest script returned the jobs' fields, and sequential
             # awaits cost less than tasks: a job that needs no round trip
             # of its own (most of them) never suspends.
-            for frame, pings in advancing:
+            for frame, pings, resent in advancing:
                 for values in frame.result.job_fields:
                     raw = loaded_fields(values)
                     if b"doc" not in raw or b"status" not in raw:
@@ -355,7 +357,7 @@ class Lifecycle:
                     if job.status not in ACTIVE_STATUSES or job.contractor_id != frame.device_id:
                         continue
                     try:
-                        await self._advance(frame.org, job, raw, pings, frame.result.interval_s, work)
+                        await self._advance(frame.org, job, raw, pings, frame.result.interval_s, work, resent)
                     except Exception:
                         logger.exception(
                             "advancing job %s of org %s with contractor %s's pings failed",
@@ -372,10 +374,19 @@ class Lifecycle:
         pings: list[Ping],
         interval_s: float | None,
         work: _Work,
+        resent: set[float] | None = None,
     ) -> None:
         fence = self.fence_for(org, job)
         state, last_t = self._detection_state(org, job, raw)
         en_route_t = float(raw.get(b"en_route_t", b"0") or 0)
+        if resent and last_t is not None:
+            # A resent ping no newer than the detector's last fix was seen
+            # already, so it triggers no replay of the visit.
+            # NOTE: a late ping stored just before its process died is
+            # skipped the same way when resent, so it never enters detection.
+            pings = [ping for ping in pings if ping.t > last_t or ping.t not in resent]
+            if not pings:
+                return
 
         if last_t is not None and pings[0].t <= last_t:
             # A late ping: replay the whole visit in fix order.
@@ -392,9 +403,6 @@ class Lifecycle:
             events.extend((event, ping, state) for event in found)
         new_last_t = max([p.t for p in pings], default=last_t or 0.0)
         encoded_state = orjson.dumps(state.to_dict())
-        self._states.put(
-            (org, job.id), _Written(raw.get(b"en_route_t", b""), new_last_t, encoded_state, state)
-        )
         detection: dict[str, Any] = {"det": encoded_state, "det_t": repr(new_last_t)}
         if events:
             for event, ping, state_after in events:
@@ -402,6 +410,11 @@ class Lifecycle:
                 await self._apply(org, job, event, ping, detection_after)
             if job.status not in ACTIVE_STATUSES:
                 detection = {}  # the visit is over; a next visit starts afresh
+        # Cached only once the events are applied: when applying fails, the
+        # next pings start from the state stored in Redis.
+        self._states.put(
+            (org, job.id), _Written(raw.get(b"en_route_t", b""), new_last_t, encoded_state, state)
+        )
         after = _AfterEta(org, job, pings[-1] if pings else None, interval_s)
         if job.status is JobStatus.EN_ROUTE and pings and self._eta_due(job, pings[-1]):
             # The detector's state goes out in the same HSET as the ETA.

@@ -120,3 +120,27 @@ async def test_lifecycle_late_arrival_keeps_no_show(redis_url: str, graph_dir: P
         await ingest.handle_frame(org, "c1", orjson.dumps({"pings": pings}))
         job = await lifecycle.jobs.get(org, "j1")
     assert (job.status, job.flags) == (JobStatus.ARRIVED, ["no_show"])
+
+
+async def test_lifecycle_resent_frame_replays_nothing(
+    redis_url: str, graph_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A device that sends a frame again after a lost ack must not cost a
+    # replay of the visit's history: one retrying phone would slow all.
+    t0 = time.time() - 600
+    pings = approach_and_arrive(t0)
+    org = f"lc-{uuid.uuid4().hex[:8]}"
+    replays = 0
+    async with pipeline(redis_url, graph_dir) as (ingest, lifecycle):
+        await dispatched_job(lifecycle, org, t0, t0 + 3600)
+        await ingest.handle_frame(org, "c1", orjson.dumps({"pings": pings}))
+        history_since = lifecycle._history_since
+
+        async def counted(*args: Any) -> Any:
+            nonlocal replays
+            replays += 1
+            return await history_since(*args)
+
+        monkeypatch.setattr(lifecycle, "_history_since", counted)
+        await ingest.handle_frame(org, "c1", orjson.dumps({"pings": pings[-3:]}))
+    assert replays == 0
