@@ -231,6 +231,10 @@ async def cancel_job(job_id: str, request: Request, org: str = Depends(require_o
     return await _move(request, org, job_id, JobStatus.CANCELLED, "cancel")
 
 
+# The largest sequence number of a Redis stream id.
+MAX_SEQUENCE = 2**64 - 1
+
+
 @router.get("/v1/events")
 async def read_events(
     request: Request,
@@ -241,15 +245,21 @@ async def read_events(
 ) -> Response:
     runtime = runtime_of(request)
     start = f"({after}"
+    cursor = after
     if since is not None:
         if after != "0-0":
             raise HTTPException(422, f"give after or since, not both (after {after!r}, since {since!r})")
         try:
             since_t = parse_iso("since", since)
         except ValueError as error:
-            raise HTTPException(422, str(error)) from None
+            hint = "; encode + as %2B in a URL" if " " in since else ""
+            raise HTTPException(422, f"{error}{hint}") from None
         # A stream id starts with the time the event was stored, in Unix ms.
-        start = f"{max(0, math.floor(since_t * 1000))}-0"
+        since_ms = max(0, math.floor(since_t * 1000))
+        start = f"{since_ms}-0"
+        # With no event yet, the cursor still points at that time, so that
+        # paging on from it skips everything older.
+        cursor = f"{since_ms - 1}-{MAX_SEQUENCE}" if since_ms > 0 else "0-0"
     try:
         entries = await runtime.redis.xrange(keys.org_events(org), start, "+", count=limit)
     except Exception as error:  # redis.ResponseError: invalid stream id
@@ -263,7 +273,8 @@ async def read_events(
         body = orjson.loads(fields[b"e"])
         body["id"] = entry_id.decode()
         events.append(body)
-    cursor = events[-1]["id"] if events else after
+    if events:
+        cursor = events[-1]["id"]
     return _json({"events": events, "cursor": cursor})
 
 

@@ -517,12 +517,25 @@ def test_events_since_skips_older(api: Api) -> None:
     assert [e["type"] for e in events] == ["job.cancelled"]
 
 
+def test_events_since_empty_cursor_skips_older(api: Api) -> None:
+    api.contractor("c1")
+    now = time.time()
+    api.post("/v1/jobs", job_body("j1", "c1", now, now + 3600))
+    api.post("/v1/jobs/j1/dispatch")
+    time.sleep(0.05)
+    cursor = api.get("/v1/events", since=iso(time.time())).json()["cursor"]
+    api.post("/v1/jobs/j1/cancel")
+    events = api.get("/v1/events", after=cursor).json()["events"]
+    assert [e["type"] for e in events] == ["job.cancelled"]
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"since": "yesterday"}, "since must be an ISO 8601 time, got 'yesterday'"),
         ({"since": "2026-12-05T10:00:00"}, "since must carry a UTC offset"),
         ({"since": "2026-12-05T10:00:00Z", "after": "1-0"}, "give after or since, not both"),
+        ({"since": "2026-12-05T10:00:00 00:00"}, "encode + as %2B in a URL"),
     ],
 )
 def test_events_since_invalid_422(api: Api, params: dict[str, str], message: str) -> None:
