@@ -32,13 +32,14 @@ ENROUTE_ETA_MIN_INTERVAL_S 1                           fix time between two ETA 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 #: Map tiles for the web pages; the pages draw the graph's streets when these fail.
 DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
@@ -92,6 +93,24 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(REDIS_SCHEMES):
             raise ValueError(f"be a URL that starts with {', '.join(REDIS_SCHEMES)}")
+        try:
+            query = dict(parse_qsl(urlsplit(value).query, keep_blank_values=True))
+        except ValueError as error:
+            raise ValueError(f"be a valid Redis URL ({error})") from None
+        cluster = query.pop("cluster", None)
+        if cluster not in (None, "true"):
+            raise ValueError(f"have cluster=true or no cluster option, not cluster={cluster}")
+        unknown = sorted(set(query) - set(URL_QUERY_ARGUMENT_PARSERS))
+        if unknown:
+            raise ValueError(
+                f"have only these options: cluster, {', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))}; "
+                f"not {', '.join(unknown)}"
+            )
+        plain = value.replace("+cluster", "").replace("cluster=true", "").rstrip("?&")
+        try:
+            parse_url(plain)
+        except ValueError as error:
+            raise ValueError(f"be a valid Redis URL ({error})") from None
         return value
 
     @field_validator("*", mode="before")
@@ -128,7 +147,7 @@ class Settings(BaseSettings):
 
 _NONZERO_DIGIT = re.compile(r"[1-9]")
 #: The schemes redis-py accepts; ``?cluster=true`` selects the cluster client.
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 # Longer invalid values are cut short in error messages.
 MAX_SHOWN_CHARS = 60

@@ -519,7 +519,7 @@ def test_serve_bad_redis_url_named(tmp_path: Path) -> None:
     assert (result.returncode, result.stderr) == (
         2,
         "enroute: ENROUTE_REDIS_URL is invalid: the value should be a URL that starts with "
-        "redis://, rediss://, unix://, got 'foo://bar'\n",
+        "redis://, rediss://, unix://, redis+cluster://, rediss+cluster://, got 'foo://bar'\n",
     )
 
 
@@ -538,3 +538,27 @@ def test_load_settings_empty_redis_url_unset(monkeypatch: pytest.MonkeyPatch) ->
 )
 def test_parser_log_level_either_side(argv: list[str], level: str) -> None:
     assert build_parser().parse_args(argv).log_level == level
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("redis://127.0.0.1:6399?cluster=false", "have cluster=true or no cluster option, not cluster=false"),
+        ("redis://127.0.0.1:6399?foo=bar", "not foo"),
+        ("redis://[::1", "be a valid Redis URL (Invalid IPv6 URL)"),
+        ("redis://127.0.0.1:99999", "be a valid Redis URL (Port out of range 0-65535)"),
+    ],
+)
+def test_load_settings_bad_redis_url_named(monkeypatch: pytest.MonkeyPatch, url: str, rule: str) -> None:
+    monkeypatch.setenv("ENROUTE_REDIS_URL", url)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert rule in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:7000?cluster=true", "redis+cluster://127.0.0.1:7000", "unix:///tmp/r.sock?db=2"]
+)
+def test_load_settings_redis_url_accepted(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("ENROUTE_REDIS_URL", url)
+    assert load_settings().redis_url == url
