@@ -192,6 +192,7 @@ def command_simulate(args: argparse.Namespace) -> int:
         print(f"enroute: {error}", file=sys.stderr)
         return 1
     config = _simulator_config(args, args.url.rstrip("/"), args.api_key)
+    failures: list[str] = []
 
     async def simulate() -> dict[str, Any]:
         simulator = Simulator(config, graph)
@@ -204,6 +205,7 @@ def command_simulate(args: argparse.Namespace) -> int:
             else:
                 await simulator.setup()
                 await simulator.run()
+            failures.extend(simulator.stats.failures)
             return await simulator.summary()
         finally:
             await simulator.close()
@@ -223,6 +225,13 @@ def command_simulate(args: argparse.Namespace) -> int:
         )
         return 1
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    if failures:
+        print(
+            f"enroute: {len(failures)} of {config.contractors} contractors stopped early; "
+            f"the first: {failures[0]}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

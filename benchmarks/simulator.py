@@ -90,6 +90,8 @@ class SimStats:
     errors: int = 0
     jobs: list[str] = field(default_factory=list)
     share_urls: dict[str, str] = field(default_factory=dict)
+    #: One line per contractor that stopped on an error.
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -482,6 +484,7 @@ class Simulator:
         for contractor, result in zip(self.contractors, results):
             if isinstance(result, Exception):
                 logger.error("contractor %s stopped: %s", contractor.id, result)
+                self.stats.failures.append(f"contractor {contractor.id}: {result}")
         return self.stats
 
     async def close(self) -> None:
@@ -492,8 +495,9 @@ class Simulator:
         arrived = completed = on_time = 0
         for job_id in self.stats.jobs:
             response = await self.http.get(f"/v1/jobs/{job_id}")
-            if response.status_code != 200:
+            if response.status_code == 404:
                 continue
+            response.raise_for_status()
             job = response.json()
             events = {event["type"]: event for event in job["timeline"]}
             arrival = events.get("job.arrived")
@@ -502,7 +506,9 @@ class Simulator:
                 end = datetime.fromisoformat(job["window"]["end"]).timestamp()
                 on_time += int(arrival["t"] <= end)
             completed += int("job.completed" in events)
-        coverage = (await self.http.get("/v1/eta/coverage")).json()
+        coverage_response = await self.http.get("/v1/eta/coverage")
+        coverage_response.raise_for_status()
+        coverage = coverage_response.json()
         return {
             "pings_sent": self.stats.pings_sent,
             "pings_accepted": self.stats.accepted,

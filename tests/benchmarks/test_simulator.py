@@ -131,3 +131,21 @@ async def test_contractor_send_survives_server_restart(  # type: ignore[no-untyp
         finally:
             await contractor._close()
     assert (connections, stats.accepted) == (2, 1)
+
+
+async def test_simulator_run_records_stopped_contractor(  # type: ignore[no-untyped-def]
+    helsinki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(self: SimulatedContractor, deadline: float | None) -> None:
+        raise RuntimeError("received 4401 (private use) invalid device token")
+
+    monkeypatch.setattr(SimulatedContractor, "run", refused)
+    fleet = simulator.Simulator(SimulatorConfig(base_url="http://127.0.0.1:9", api_key="k", contractors=2), helsinki)
+    try:
+        stats = await fleet.run()
+    finally:
+        await fleet.close()
+    assert stats.failures == [
+        "contractor sim-c1: received 4401 (private use) invalid device token",
+        "contractor sim-c2: received 4401 (private use) invalid device token",
+    ]
