@@ -512,10 +512,18 @@ class Lifecycle:
             # batch, also undoes a no-show flag raised meanwhile.
             cleared = ("late", "stale", "no_show") if event.t <= job.window.end_t else ("late", "stale")
             flags = [flag for flag in job.flags if flag not in cleared]
+            no_show_cleared = "no_show" in job.flags and "no_show" not in flags
             if await self.jobs.transition(
                 org, job, JobStatus.ARRIVED, Event("job.arrived", event.t, "geofence", summary),
                 fields=fields, flags=flags,
             ):
+                if no_show_cleared:
+                    # Its own event, so that a webhook subscribed to no-shows
+                    # learns that this one was undone.
+                    await self.jobs.transition(
+                        org, job, None, Event("job.no_show_cleared", event.t, "geofence", summary),
+                        expected=frozenset({JobStatus.ARRIVED}),
+                    )
                 await self.etas.record_arrival(org, job, event.t)
             return
         last_visit = job.visit >= len(job.visits) - 1

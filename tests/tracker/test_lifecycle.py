@@ -105,7 +105,9 @@ async def test_lifecycle_timely_offline_arrival_clears_no_show(redis_url: str, g
         )
         await ingest.handle_frame(org, "c1", orjson.dumps({"pings": pings}))
         job = await lifecycle.jobs.get(org, "j1")
+        kinds = [event["type"] for event in await lifecycle.jobs.timeline(org, "j1")]
     assert (job.status, job.flags) == (JobStatus.ARRIVED, [])
+    assert kinds[-2:] == ["job.arrived", "job.no_show_cleared"]
 
 
 async def test_lifecycle_late_arrival_keeps_no_show(redis_url: str, graph_dir: Path) -> None:
