@@ -106,9 +106,8 @@ class Settings(BaseSettings):
                 f"have only these options: cluster, {', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))}; "
                 f"not {', '.join(unknown)}"
             )
-        plain = value.replace("+cluster", "").replace("cluster=true", "").rstrip("?&")
         try:
-            parse_url(plain)
+            parse_url(cluster_url_parts(value)[1])
         except ValueError as error:
             raise ValueError(f"be a valid Redis URL ({error})") from None
         return value
@@ -143,6 +142,18 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
+
+
+def cluster_url_parts(url: str) -> tuple[bool, str]:
+    """Return whether a Redis URL names a cluster, and the URL without the cluster marks.
+
+    A URL names a cluster when its query string has ``cluster=true`` or its
+    scheme is ``redis+cluster`` or ``rediss+cluster``.
+    """
+    is_cluster = "cluster=true" in url or url.startswith(("redis+cluster", "rediss+cluster"))
+    if not is_cluster:
+        return False, url
+    return True, url.replace("+cluster", "").replace("cluster=true", "").rstrip("?&")
 
 
 _NONZERO_DIGIT = re.compile(r"[1-9]")

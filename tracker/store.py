@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tracker import keys
 from tracker.pings import Ping
+from tracker.settings import cluster_url_parts
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,10 @@ POOL_TIMEOUT_S = 20.0
 def connect(url: str) -> RedisClient:
     """Return an asyncio client for ``url``; a cluster URL gets the cluster client.
 
-    A URL is treated as a cluster when its query string has ``cluster=true``
-    or its scheme is ``redis+cluster`` / ``rediss+cluster``.
+    :func:`tracker.settings.cluster_url_parts` decides whether the URL names a cluster.
     """
-    is_cluster = "cluster=true" in url or url.startswith(("redis+cluster", "rediss+cluster"))
+    is_cluster, plain = cluster_url_parts(url)
     if is_cluster:
-        plain = url.replace("+cluster", "").replace("cluster=true", "").rstrip("?&")
         return RedisCluster.from_url(
             plain, decode_responses=False, max_connections=MAX_CONNECTIONS
         )
