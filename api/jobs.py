@@ -215,9 +215,9 @@ async def dispatch_job(
             )
         # A dispatch back-dated into an earlier visit would count that
         # visit's pings for the next one.
-        timeline = await lifecycle_of(request).jobs.timeline(org, job_id)
-        if timeline and at_t < timeline[-1]["t"]:
-            last = timeline[-1]
+        newest = await runtime_of(request).redis.xrevrange(keys.job_events(org, job_id), count=1)
+        last = orjson.loads(newest[0][1][b"e"]) if newest else None
+        if last is not None and at_t < last["t"]:
             raise HTTPException(
                 422,
                 f"at must not be before the job's last event ({last['type']} at {last['at']}), "
