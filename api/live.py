@@ -68,7 +68,7 @@ async def track_page(token: str) -> HTMLResponse:
 @router.get("/track/", include_in_schema=False)
 @router.get("/track", include_in_schema=False)
 async def track_page_without_token() -> HTMLResponse:
-    # A link cut short in a message still gets the page, which says so.
+    # A link cut short in a message still gets the page, which reports the missing token.
     return _page("track.html")
 
 

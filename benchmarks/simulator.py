@@ -319,11 +319,11 @@ class SimulatedContractor:
             connection, self.connection = self.connection, None
             await connection.close()
 
-    async def _wait_to_retry(self, delay_s: float, what: str, error: Exception) -> float:
+    async def _wait_to_retry(self, delay_s: float, action: str, error: Exception) -> float:
         """Sleep before a retry and return the next delay; re-raise ``error`` when the deadline comes first."""
         if self.deadline is not None and time.time() + delay_s >= self.deadline:
             raise error
-        logger.warning("contractor %s: %s failed (%s); retrying in %.0f s", self.id, what, error, delay_s)
+        logger.warning("contractor %s: %s failed (%s); retrying in %.0f s", self.id, action, error, delay_s)
         await asyncio.sleep(delay_s)
         return min(delay_s * 2, RECONNECT_MAX_S)
 

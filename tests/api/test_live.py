@@ -129,7 +129,7 @@ async def test_track_link_opened_during_cancel_hides_position(server: ServerProc
     # ping. Without holding messages during the view's first read, about
     # one try in three kept showing the contractor.
     loop = asyncio.get_running_loop()
-    shown = []
+    leaked = []
     for attempt in range(10):
         job_id, contractor_id = f"race{attempt}", f"cr{attempt}"
         token = make_job(api, job_id, contractor_id)
@@ -143,8 +143,8 @@ async def test_track_link_opened_during_cancel_hides_position(server: ServerProc
                 await device.send({"t": time.time(), "lat": FAR[0], "lon": FAR[1] + 1e-4, "acc": 5.0})
                 last = await settled_update(viewer)
         if last is None or last["status"] != "cancelled" or last["position"] is not None:
-            shown.append(attempt)
-    assert shown == []
+            leaked.append(attempt)
+    assert leaked == []
 
 
 async def test_track_privacy_distance_rule(server: ServerProcess, api: Api) -> None:
@@ -497,15 +497,15 @@ async def test_live_recovers_after_redis_restart(
                     last_t = t0 + i
                     await device.send({"t": last_t, "lat": 60.1700 + i * 1e-4, "lon": 24.9450, "acc": 5.0})
                     await asyncio.sleep(0.5)
-                # Live messages were lost while Redis was down, so the
-                # dispatcher is told to reconnect and reload.
+                # Live messages were lost while Redis was down, so the server
+                # closes the dispatcher's connection for it to reconnect and reload.
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     while True:
                         await asyncio.wait_for(dispatcher.recv(), 15)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
             async with websockets.connect(fleet_url) as dispatcher, Device(server.ws_url, token) as device:
                 # The new subscription may lag the handshake by a moment,
-                # so the device sends until the dispatcher sees a ping.
+                # so the device sends until the dispatcher receives a ping.
                 seen = False
                 while not seen and time.monotonic() - restarted_at < 20:
                     last_t += 1
@@ -529,7 +529,7 @@ async def test_track_resyncs_after_redis_restart(
     tmp_path: Path, graph_cache_dir: Path, open_api: Callable[[str, str], Api]
 ) -> None:
     # The cancel runs as soon as Redis is back, before the live
-    # subscription is, so only a fresh read tells the customer.
+    # subscription is, so only a fresh read brings the customer the cancel.
     embedded = EmbeddedRedis(tmp_path / "redis")
     url = embedded.start()
     try:

@@ -136,10 +136,10 @@ async def test_contractor_send_survives_server_restart(  # type: ignore[no-untyp
 async def test_simulator_run_records_stopped_contractor(  # type: ignore[no-untyped-def]
     helsinki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def refused(self: SimulatedContractor, deadline: float | None) -> None:
+    async def run_rejected(self: SimulatedContractor, deadline: float | None) -> None:
         raise RuntimeError("received 4401 (private use) invalid device token")
 
-    monkeypatch.setattr(SimulatedContractor, "run", refused)
+    monkeypatch.setattr(SimulatedContractor, "run", run_rejected)
     fleet = simulator.Simulator(SimulatorConfig(base_url="http://127.0.0.1:9", api_key="k", contractors=2), helsinki)
     try:
         stats = await fleet.run()

@@ -199,7 +199,7 @@ async def test_ingest_large_frame_stores_newest_as_latest(redis_url: str) -> Non
     assert latest_t == newest_t
 
 
-async def test_ingest_large_frame_lets_other_work_run_before_writing(redis_url: str) -> None:
+async def test_ingest_large_frame_yields_before_write(redis_url: str) -> None:
     order: list[str] = []
     async with chunked_ingest(redis_url) as (_, ingest):
         write = ingest.writer.write

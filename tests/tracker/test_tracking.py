@@ -210,7 +210,7 @@ async def test_viewer_reload_applies_event_held_during_read() -> None:
 
 
 async def test_viewer_reload_hides_position_sent_before_cancel() -> None:
-    # The read already sees the cancel; a position from before it follows.
+    # The read returns the cancelled job, and a position from before the cancel arrives during it.
     viewer = TrackViewer("o1", en_route_view(), never_sends)
     cancelled = en_route_view()
     cancelled.job.status = JobStatus.CANCELLED
